@@ -1,0 +1,41 @@
+"""Build the Cython extensions.
+
+SWITCHCORE_DEBUG=1 builds with line tracing (coverage and profilers see the .pyx lines) and
+bounds/wraparound checks on; the default build is the fast one.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("SWITCHCORE_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": "3",
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+macros = []
+if DEBUG:
+    directives.update(linetrace=True, profile=True)
+    macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+
+extensions = [
+    Extension(
+        "core._sip",
+        ["core/_sip.pyx"],
+        define_macros=macros,
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        annotate=DEBUG,
+        build_dir="build/cython",
+    ),
+)
