@@ -1,0 +1,171 @@
+"""A Switchcore node: one uvloop worker running the sans-IO endpoint over real sockets.
+
+The adapter is the aioquic shape: feed what arrives, send what the core hands back, re-arm the one
+timer the core asks for. Time given to the core is wall-clock seconds (``time.time()``): bindings
+written to LMDB carry their expiry as wall time, so they mean the same after a restart.
+
+Stopping (SIGTERM or SIGINT): new requests are refused with 503, what is queued to send is sent,
+the sockets close and LMDB is synced before the process exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+
+import uvloop
+
+from bindings.storage import Storage
+from bindings.transport import TcpConnection, TcpRegistry, UdpTransport
+from core.config import Config, parse_listen
+from core.registrar import Registrar
+from core.sip.addr import Peer
+from core.sip.endpoint import Endpoint
+from core.sip.transaction import TimerConfig
+
+log = logging.getLogger("switchcore.node")
+
+# How long a stopping node waits for transactions still waiting on a final response.
+DRAIN_SECONDS = 2.0
+
+
+class Node:
+    """Sockets, storage and the endpoint of one worker."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.storage: Storage | None = None
+        self.endpoint: Endpoint | None = None
+        self.udp: dict[int, UdpTransport] = {}  # by address family
+        self.tcp = TcpRegistry()
+        self.servers: list[asyncio.base_events.Server] = []
+        self.listening: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        os.makedirs(cfg.node.data_dir, exist_ok=True)
+        self.storage = Storage(cfg.node.data_dir)
+        registrar = Registrar(cfg, self.storage.bindings(), secrets.token_bytes(32))
+        t = cfg.sip.timers
+        self.endpoint = Endpoint(
+            registrar,
+            timers=TimerConfig(t1=t.t1, t2=t.t2, t4=t.t4),
+            max_message_size=cfg.sip.max_message_size,
+            user_agent=cfg.sip.user_agent,
+            max_transactions=cfg.limits.max_transactions,
+        )
+        loop = asyncio.get_running_loop()
+        for spec in cfg.sip.listen:
+            transport, host, port = parse_listen(spec)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            if transport == "udp":
+                _, proto = await loop.create_datagram_endpoint(
+                    lambda: UdpTransport(self.on_message), local_addr=(host, port), family=family)
+                self.udp.setdefault(family, proto)
+                bound = proto.transport.get_extra_info("sockname")
+            else:
+                server = await loop.create_server(
+                    lambda: TcpConnection(self.tcp, self.on_message, cfg.sip.max_message_size),
+                    host, port, family=family, reuse_address=True)
+                self.servers.append(server)
+                bound = server.sockets[0].getsockname()
+            where = f"[{bound[0]}]:{bound[1]}" if family == socket.AF_INET6 else f"{bound[0]}:{bound[1]}"
+            self.listening.append(f"{transport}:{where}")
+        for line in self.listening:
+            print(f"listening on {line}", file=sys.stderr, flush=True)
+        log.info("node %s up, data in %s", cfg.node.name, cfg.node.data_dir)
+
+    async def stop(self) -> None:
+        """Refuse new work, let pending transactions finish for a moment, then close and sync."""
+        ep = self.endpoint
+        if ep is not None:
+            ep.drain(time.time())
+            deadline = time.monotonic() + DRAIN_SECONDS
+            while ep.transactions.pending_count() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                self.on_timer()
+            self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+        for server in self.servers:
+            server.close()
+        self.tcp.close_all()
+        for proto in self.udp.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+        log.info("node %s stopped", self.config.node.name)
+
+    # -- the adapter ----------------------------------------------------------------------------
+    def on_message(self, data: bytes, peer: Peer) -> None:
+        self.endpoint.receive_datagram(data, peer, time.time())
+        self.flush()
+        self.arm_timer()
+
+    def on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.endpoint.handle_timer(time.time())
+        self.flush()
+        self.arm_timer()
+
+    def flush(self) -> None:
+        for data, peer in self.endpoint.datagrams_to_send():
+            if peer.transport == "udp":
+                family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
+                proto = self.udp.get(family)
+                if proto is not None:
+                    proto.send(data, peer)
+            else:
+                self.tcp.send(data, peer)
+
+    def arm_timer(self) -> None:
+        deadline = self.endpoint.get_timer()
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - time.time()), self.on_timer)
+
+
+async def _serve(config: Config) -> None:
+    node = Node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+def run(config: Config) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the process exit code."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, config.node.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        uvloop.run(_serve(config))
+    except OSError as exc:
+        print(f"switchcore: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
