@@ -4,6 +4,7 @@ SWITCHCORE_DEBUG=1 builds with line tracing (coverage and profilers see the .pyx
 bounds/wraparound checks on; the default build is the fast one.
 """
 import os
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -22,13 +23,15 @@ if DEBUG:
     directives.update(linetrace=True, profile=True)
     macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
 
+# Every core/_*.pyx is one extension module (core._sip, core._rtp, core._acd, ...).
 extensions = [
     Extension(
-        "core._sip",
-        ["core/_sip.pyx"],
+        f"core.{pyx.stem}",
+        [pyx.as_posix()],
         define_macros=macros,
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
-    ),
+    )
+    for pyx in sorted(Path("core").glob("_*.pyx"))
 ]
 
 setup(
