@@ -76,15 +76,19 @@ def test_a_retransmitted_request_gets_the_same_answer_again(endpoint):
     ("rfc4475/valid/unkscm.sip", 416),    # unknown Request-URI scheme (§8.2.2.1)
     ("rfc4475/valid/novelsc.sip", 416),   # soap.beep: is not a scheme we serve
     ("rfc4475/valid/bext01.sip", 420),    # Require with unknown option tags (§8.2.2.3)
+    ("rfc4475/valid/invut.sip", 415),     # a body of type application/unknownformat (§8.2.3)
 ])
 def test_torture_vectors_get_the_rfc_answer(endpoint, name, status):
-    [(resp, to)] = exchange(endpoint, vector(name))
+    *provisional, (resp, to) = exchange(endpoint, vector(name))
+    assert [r.status for r, _ in provisional] == ([100] if resp.cseq_method == "INVITE" else [])
     assert resp.status == status
     # The packet's source address, never a host named in the message (§18.2.2); with no rport,
     # the Via's port, 5060 by default (RFC 3581 §4).
     assert to == PHONE._replace(port=5060)
     if status == 501:
         assert "OPTIONS" in resp.header_values("Allow")
+    if status == 415:
+        assert resp.header("Accept") == "application/sdp"
     if status == 420:
         assert resp.header_values("Unsupported") == ["nothingSupportsThis", "nothingSupportsThisEither"]
 

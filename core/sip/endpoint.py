@@ -12,6 +12,7 @@ it, this module answers:
 - OPTIONS: 200 with Allow, Accept and Supported (§11.2);
 - REGISTER: the registrar (§10.3);
 - an unsupported Request-URI scheme: 416 (§8.2.2.1); an unknown Require option tag: 420 (§8.2.2.3);
+- an INVITE whose body is not SDP: 415 with Accept (§8.2.3);
 - a method we do not implement: 501 with Allow (§8.2.1); an in-dialog request for no dialog: 481.
 """
 from __future__ import annotations
@@ -25,7 +26,9 @@ from core.sip.transaction import (
     RequestReceived,
     TimerConfig,
     TransactionLayer,
+    via_reply_peer,
 )
+from core.sip.uri import GrammarError, parse_via
 
 # What this node serves; OPTIONS advertises it (RFC 3261 §11.2) and 501/405 carry it (§8.2.1).
 ALLOW = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER")
@@ -37,6 +40,17 @@ URI_SCHEMES = ("sip", "sips", "tel")
 IN_DIALOG_ONLY = ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER")
 # How often bindings past their expiry are swept.
 HOUSEKEEPING_INTERVAL = 1.0
+
+
+def _malformed_reply_peer(reply: bytes, peer: Peer) -> Peer:
+    # reply_for_malformed writes the request's Via lines, as received, right after the status line.
+    start = reply.find(b"\r\nVia: ") + 7
+    end = reply.find(b"\r\n", start)
+    try:
+        via = parse_via(reply[start:end].decode("utf-8", "surrogateescape"))
+    except (GrammarError, ValueError, IndexError):
+        return peer
+    return via_reply_peer(via, peer)
 
 
 class Endpoint:
@@ -106,9 +120,10 @@ class Endpoint:
             self.stats["dropped"] += 1
             return
         self.stats["answered_malformed"] += 1
-        # Stateless answer (§8.2.6 without a transaction: nothing in it can be trusted to match on);
-        # it goes back where the packet came from, whatever its Via says (§18.2.2 "received").
-        self._stateless_out.append((reply, peer))
+        # Stateless answer (§8.2.6 without a transaction: nothing in it can be trusted to match on),
+        # addressed like any response: the packet's source address (§18.2.2 "received"), the port
+        # by rport or the Via (RFC 3581 §4); the source port where the Via itself is unreadable.
+        self._stateless_out.append((reply, _malformed_reply_peer(reply, peer)))
 
     def _process_events(self, now: float) -> None:
         tl = self.transactions
@@ -151,7 +166,11 @@ class Endpoint:
             reply = self.registrar.handle_register(msg, peer, now)
             self._respond(tx, msg, reply.status, reply.reason, reply.headers, now)
         elif method == "INVITE":
-            if msg.to_tag:
+            content_type = (msg.header("Content-Type") or "").split(";", 1)[0].strip().lower()
+            if msg.body and content_type != ACCEPT:
+                # §8.2.3: a body we cannot read gets 415 with what we accept.
+                self._respond(tx, msg, 415, "Unsupported Media Type", [("Accept", ACCEPT)], now)
+            elif msg.to_tag:
                 # A re-INVITE for a dialog this node does not have (§12.2.2).
                 self._respond(tx, msg, 481, "Call/Transaction Does Not Exist", (), now)
             else:

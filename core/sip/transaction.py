@@ -565,10 +565,13 @@ def response_peer(msg: Any, peer: Peer) -> Peer:
     the connection it came on; over UDP the source port when the top Via asks for ``rport``, else
     the Via's sent-by port, 5060 by default.
     """
-    if peer.reliable:
-        return peer
-    via = msg.top_via
-    if "rport" in via.params:
+    return via_reply_peer(msg.top_via, peer)
+
+
+def via_reply_peer(via: Any, peer: Peer) -> Peer:
+    """``response_peer`` for a top ``Via`` already at hand (also used for the stateless answer to a
+    request that failed to parse, whose Via is read on its own)."""
+    if peer.reliable or "rport" in via.params:
         return peer
     port = via.port or 5060
     return peer if port == peer.port else Peer(peer.transport, peer.host, port)
