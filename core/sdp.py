@@ -1,0 +1,821 @@
+"""SDP session descriptions and the offer/answer model, with media anchoring for the B2BUA.
+
+- ``parse_sdp`` / ``SessionDescription.serialize``: the text format of RFC 4566 (§5 fields, §6
+  attributes). A parsed description serializes back to the same bytes when it was well formed: lines
+  this module does not model (i=, u=, e=, p=, b=, t=, r=, z=, k=, extra media c=) are kept as sent, in
+  their place in the grammar.
+- ``answer``: what a UA that supports a list of codec names answers to an offer (RFC 3264 §6): one m=
+  line per offered line in order, unsupported streams rejected with port 0, payload types numbered as
+  the offer numbered them, direction mirrored (§6.1).
+- ``anchor``: the same description pointing every address at the switch, so that each leg of a call
+  sees only the switch's address and media flows through its relay (the B2BUA's half of RFC 3264 §8:
+  a changed description carries the next o= version).
+- ``intersect``: the codecs both sides of an exchange agreed on; ``hold_direction`` / ``is_hold``: what
+  a re-offer means for hold and resume (RFC 3264 §8.4, and RFC 2543's c=0.0.0.0).
+
+Pure Python and sans-IO. Text is decoded as UTF-8 with ``surrogateescape``, so any octet survives a
+round trip. Malformed SDP raises ``RemoteProtocolError(reason, 400)``; an offer with nothing in common
+raises ``OfferAnswerError`` (488, RFC 3264 §6 and RFC 3261 §13.3.1.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Sequence
+
+from core.errors import RemoteProtocolError
+
+__all__ = [
+    "Codec",
+    "Connection",
+    "MediaDescription",
+    "OfferAnswerError",
+    "Origin",
+    "Originator",
+    "SessionDescription",
+    "STATIC_PAYLOAD_TYPES",
+    "anchor",
+    "answer",
+    "hold_direction",
+    "intersect",
+    "intersect_media",
+    "is_hold",
+    "mirror_direction",
+    "parse_sdp",
+]
+
+# The switch's username in o= (RFC 4566 §5.2 allows any non-space token).
+ORIGIN_USERNAME = "switchcore"
+
+# RFC 3551 §6, Tables 4 and 5: static payload types an m= line may list without a=rtpmap.
+# (name, clock rate, channels)
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("PCMU", 8000, 1),
+    3: ("GSM", 8000, 1),
+    4: ("G723", 8000, 1),
+    5: ("DVI4", 8000, 1),
+    6: ("DVI4", 16000, 1),
+    7: ("LPC", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
+    10: ("L16", 44100, 2),
+    11: ("L16", 44100, 1),
+    12: ("QCELP", 8000, 1),
+    13: ("CN", 8000, 1),
+    14: ("MPA", 90000, 1),
+    15: ("G728", 8000, 1),
+    16: ("DVI4", 11025, 1),
+    17: ("DVI4", 22050, 1),
+    18: ("G729", 8000, 1),
+    25: ("CelB", 90000, 1),
+    26: ("JPEG", 90000, 1),
+    28: ("nv", 90000, 1),
+    31: ("H261", 90000, 1),
+    32: ("MPV", 90000, 1),
+    33: ("MP2T", 90000, 1),
+    34: ("H263", 90000, 1),
+}
+
+# RFC 3264 §6.1 / RFC 4566 §6: the four direction attributes, as (we send, we receive).
+DIRECTIONS: dict[str, tuple[bool, bool]] = {
+    "sendrecv": (True, True),
+    "sendonly": (True, False),
+    "recvonly": (False, True),
+    "inactive": (False, False),
+}
+_DIRECTION_OF = {bits: name for name, bits in DIRECTIONS.items()}
+
+# Payload formats that carry no voice: an answer never accepts a stream with only these when the offer
+# gave it a voice codec too (a DTMF-only answer to a voice stream would be a call without audio).
+AUXILIARY_FORMATS = frozenset({"telephone-event", "cn"})
+
+# Attributes that carry the leg's own transport addresses (ICE, RFC 8839 §5): dropped when anchoring,
+# since the relay does not run ICE and the other leg must see only the switch.
+_ICE_ATTRIBUTES = frozenset(
+    {"candidate", "remote-candidates", "end-of-candidates", "ice-ufrag", "ice-pwd", "ice-lite",
+     "ice-options", "ice-mismatch"}
+)
+
+# RFC 4566 §5: the order of the lines in a session section and in a media section. A serialized
+# description puts its lines in this order; lines of the same rank stay in the order they came in.
+_SESSION_RANK = {"v": 0, "o": 1, "s": 2, "i": 3, "u": 4, "e": 5, "p": 6, "c": 7, "b": 8, "t": 9, "r": 9,
+                 "z": 10, "k": 11, "a": 12}
+_MEDIA_RANK = {"m": 0, "i": 1, "c": 2, "b": 3, "k": 4, "a": 5}
+
+_DIGITS = frozenset("0123456789")
+
+
+class OfferAnswerError(RemoteProtocolError):
+    """The offer cannot be answered: nothing in it is acceptable (answer ``488 Not Acceptable Here``)."""
+
+    def __init__(self, reason: str, status: int = 488):
+        super().__init__(reason, status)
+
+
+class Codec(NamedTuple):
+    """One payload format of a media stream: ``a=rtpmap`` (or the static table) and its ``a=fmtp``."""
+
+    pt: int
+    name: str
+    clock: int
+    channels: int = 1
+    fmtp: str | None = None
+
+    def same_format(self, other: "Codec") -> bool:
+        """Whether ``other`` is the same encoding, whatever payload type number it was given
+        (RFC 3264 §6.1: encoding names compare without regard to case)."""
+        return (self.name.lower() == other.name.lower() and self.clock == other.clock
+                and self.channels == other.channels)
+
+
+@dataclass(slots=True)
+class Origin:
+    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`` (RFC 4566 §5.2).
+    ``sess_id`` and ``sess_version`` are kept as the digits that were sent."""
+
+    username: str
+    sess_id: str
+    sess_version: str
+    nettype: str
+    addrtype: str
+    address: str
+
+    def __str__(self) -> str:
+        return (f"{self.username} {self.sess_id} {self.sess_version} {self.nettype} {self.addrtype} "
+                f"{self.address}")
+
+
+@dataclass(slots=True)
+class Connection:
+    """``c=<nettype> <addrtype> <connection-address>`` (RFC 4566 §5.7); a multicast address keeps its
+    ``/ttl/count`` suffix in ``address``."""
+
+    nettype: str
+    addrtype: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.nettype} {self.addrtype} {self.address}"
+
+    @property
+    def host(self) -> str:
+        """The address without a multicast ``/ttl`` or ``/count`` suffix."""
+        return self.address.split("/", 1)[0]
+
+    @property
+    def is_unspecified(self) -> bool:
+        """``0.0.0.0`` (or ``::``): RFC 2543's way to put a call on hold (RFC 3264 §8.4)."""
+        return self.host in ("0.0.0.0", "::")
+
+    @classmethod
+    def for_address(cls, address: str) -> "Connection":
+        """``IN IP4`` or ``IN IP6`` (RFC 4566 §5.7, RFC 4291 text form) according to the address."""
+        return cls("IN", _addrtype(address), address)
+
+
+def _addrtype(address: str) -> str:
+    return "IP6" if ":" in address else "IP4"
+
+
+def _attr_line(name: str, value: str | None) -> str:
+    return f"a={name}" if value is None else f"a={name}:{value}"
+
+
+class _Attributes:
+    """Look-ups over an ``attributes`` list of ``(name, value or None)`` in the order sent."""
+
+    __slots__ = ()
+    attributes: list[tuple[str, str | None]]
+
+    def attribute(self, name: str) -> str | None:
+        """The value of the first ``a=name`` (``""`` for a flag such as ``a=recvonly``), or None."""
+        for key, value in self.attributes:
+            if key == name:
+                return "" if value is None else value
+        return None
+
+    def attribute_values(self, name: str) -> list[str]:
+        return ["" if value is None else value for key, value in self.attributes if key == name]
+
+    def has_attribute(self, name: str) -> bool:
+        return any(key == name for key, _ in self.attributes)
+
+    def _own_direction(self) -> str | None:
+        for key, _ in self.attributes:
+            if key in DIRECTIONS:
+                return key
+        return None
+
+    def set_direction(self, direction: str | None) -> None:
+        """Replace every direction attribute with ``a=<direction>`` (None: leave none, i.e. inherit)."""
+        if direction is not None and direction not in DIRECTIONS:
+            raise ValueError(f"{direction!r} is not a direction")
+        kept = [(k, v) for k, v in self.attributes if k not in DIRECTIONS]
+        if direction is not None:
+            kept.append((direction, None))
+        self.attributes[:] = kept
+
+
+@dataclass(slots=True, eq=False)
+class MediaDescription(_Attributes):
+    """One ``m=`` section (RFC 4566 §5.14) and the lines under it."""
+
+    media: str
+    port: int
+    proto: str
+    formats: list[str]
+    port_count: int | None = None
+    connection: Connection | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    # i=, b=, k= and any further c= lines, as (type, value) in the order sent.
+    other_lines: list[tuple[str, str]] = field(default_factory=list)
+    # The description this section belongs to: session-level c= and direction are inherited from it.
+    session: "SessionDescription | None" = field(default=None, repr=False)
+
+    # --- what the section says -------------------------------------------------------------------
+    @property
+    def is_rtp(self) -> bool:
+        """Whether the formats are RTP payload types (RTP/AVP, RTP/SAVP, RTP/AVPF, UDP/TLS/RTP/SAVPF)."""
+        return "RTP/" in self.proto.upper()
+
+    def codecs(self) -> list[Codec]:
+        """The payload formats in the m= line's order: a=rtpmap when present, else RFC 3551's static
+        table. A dynamic type without a=rtpmap, or a format of a non-RTP protocol, is left out: it
+        cannot be matched by name (RFC 3264 §5.1)."""
+        if not self.is_rtp:
+            return []
+        rtpmap: dict[str, str] = {}
+        fmtp: dict[str, str] = {}
+        for key, value in self.attributes:
+            if key == "rtpmap" and value:
+                pt, _, encoding = value.partition(" ")
+                rtpmap.setdefault(pt, encoding.strip())
+            elif key == "fmtp" and value:
+                pt, _, params = value.partition(" ")
+                fmtp.setdefault(pt, params.strip())
+        result = []
+        for fmt in self.formats:
+            if not fmt.isdigit():
+                continue
+            pt = int(fmt)
+            encoding = rtpmap.get(fmt)
+            if encoding is not None:
+                parts = encoding.split("/")
+                name, clock = parts[0], int(parts[1])
+                channels = int(parts[2]) if len(parts) > 2 and parts[2] else 1
+            elif pt in STATIC_PAYLOAD_TYPES:
+                name, clock, channels = STATIC_PAYLOAD_TYPES[pt]
+            else:
+                continue
+            result.append(Codec(pt, name, clock, channels, fmtp.get(fmt)))
+        return result
+
+    @property
+    def direction(self) -> str:
+        """sendrecv, sendonly, recvonly or inactive: this section's attribute, else the session's,
+        else sendrecv (RFC 3264 §5.1)."""
+        own = self._own_direction()
+        if own is not None:
+            return own
+        if self.session is not None:
+            return self.session.direction
+        return "sendrecv"
+
+    @property
+    def effective_connection(self) -> Connection | None:
+        """The media-level c= if any, else the session-level one (RFC 4566 §5.7)."""
+        if self.connection is not None:
+            return self.connection
+        return self.session.connection if self.session is not None else None
+
+    def rtp_address(self) -> tuple[str, int]:
+        """Where RTP for this stream goes: (host, port)."""
+        conn = self.effective_connection
+        if conn is None:
+            raise RemoteProtocolError(f"SDP m={self.media} has no c= line", 400)
+        return conn.host, self.port
+
+    def rtcp_address(self) -> tuple[str, int]:
+        """Where RTCP goes: a=rtcp (RFC 3605) when present, else the RTP port + 1 (RFC 3550 §11)."""
+        host, port = self.rtp_address()
+        value = self.attribute("rtcp")
+        if value:
+            parts = value.split()
+            if len(parts) >= 4:
+                host = parts[3]
+            return host, int(parts[0])
+        return host, port + 1
+
+    @property
+    def ptime(self) -> int | None:
+        value = self.attribute("ptime")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def is_rejected(self) -> bool:
+        """Port 0: the stream is declined or disabled (RFC 3264 §6, §8.2)."""
+        return self.port == 0
+
+    # --- wire form -------------------------------------------------------------------------------
+    def m_line(self) -> str:
+        port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
+        return " ".join([f"m={self.media} {port} {self.proto}", *self.formats]) if self.formats else \
+            f"m={self.media} {port} {self.proto}"
+
+    def lines(self) -> list[str]:
+        ranked: list[tuple[int, str]] = [(0, self.m_line())]
+        if self.connection is not None:
+            ranked.append((_MEDIA_RANK["c"], f"c={self.connection}"))
+        ranked.extend((_MEDIA_RANK.get(kind, 5), f"{kind}={value}") for kind, value in self.other_lines)
+        ranked.sort(key=lambda item: item[0])  # stable: same-rank lines keep their order
+        return [line for _, line in ranked] + [_attr_line(k, v) for k, v in self.attributes]
+
+    def copy(self) -> "MediaDescription":
+        return MediaDescription(
+            self.media, self.port, self.proto, list(self.formats), self.port_count,
+            None if self.connection is None else Connection(*_conn_fields(self.connection)),
+            list(self.attributes), list(self.other_lines), None,
+        )
+
+
+def _conn_fields(conn: Connection) -> tuple[str, str, str]:
+    return conn.nettype, conn.addrtype, conn.address
+
+
+@dataclass(slots=True, eq=False)
+class SessionDescription(_Attributes):
+    """A whole description (RFC 4566 §5): session-level fields, then ``media`` in m= line order."""
+
+    version: int = 0
+    origin: Origin = field(default_factory=lambda: Origin("-", "0", "0", "IN", "IP4", "0.0.0.0"))
+    name: str | None = "-"
+    connection: Connection | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    media: list[MediaDescription] = field(default_factory=list)
+    # i=, u=, e=, p=, b=, t=, r=, z=, k= lines as (type, value) in the order sent.
+    other_lines: list[tuple[str, str]] = field(default_factory=lambda: [("t", "0 0")])
+
+    def __post_init__(self) -> None:
+        for m in self.media:
+            m.session = self
+
+    # --- what the description says ---------------------------------------------------------------
+    @property
+    def time(self) -> tuple[int, int] | None:
+        """The first ``t=<start> <stop>`` (RFC 4566 §5.9); ``(0, 0)`` for the unbounded sessions of SIP."""
+        for kind, value in self.other_lines:
+            if kind == "t":
+                start, _, stop = value.partition(" ")
+                return int(start), int(stop)
+        return None
+
+    @property
+    def direction(self) -> str:
+        """The session-level direction attribute, else sendrecv (RFC 3264 §5.1)."""
+        return self._own_direction() or "sendrecv"
+
+    def add_media(self, m: MediaDescription) -> MediaDescription:
+        m.session = self
+        self.media.append(m)
+        return m
+
+    def audio(self) -> MediaDescription | None:
+        """The first audio stream that is not rejected, else None."""
+        for m in self.media:
+            if m.media == "audio" and m.port != 0:
+                return m
+        return None
+
+    def codecs(self) -> list[Codec]:
+        """The codecs of the first active audio stream (what a voice switch negotiates)."""
+        m = self.audio()
+        return m.codecs() if m is not None else []
+
+    def rtp_address(self) -> tuple[str, int]:
+        """Where the first active audio stream's RTP goes."""
+        m = self.audio()
+        if m is None:
+            raise RemoteProtocolError("SDP has no active audio stream", 488)
+        return m.rtp_address()
+
+    # --- wire form -------------------------------------------------------------------------------
+    def lines(self) -> list[str]:
+        ranked: list[tuple[int, str]] = [(0, f"v={self.version}"), (1, f"o={self.origin}")]
+        if self.name is not None:
+            ranked.append((2, f"s={self.name}"))
+        if self.connection is not None:
+            ranked.append((_SESSION_RANK["c"], f"c={self.connection}"))
+        ranked.extend((_SESSION_RANK.get(kind, 11), f"{kind}={value}") for kind, value in self.other_lines)
+        ranked.sort(key=lambda item: item[0])
+        out = [line for _, line in ranked] + [_attr_line(k, v) for k, v in self.attributes]
+        for m in self.media:
+            out.extend(m.lines())
+        return out
+
+    def serialize(self) -> bytes:
+        """The wire form: every line ended by CRLF (RFC 4566 §5)."""
+        return ("\r\n".join(self.lines()) + "\r\n").encode("utf-8", "surrogateescape")
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+    def copy(self) -> "SessionDescription":
+        """An independent copy (the media sections and their lists too)."""
+        o = self.origin
+        return SessionDescription(
+            self.version, Origin(o.username, o.sess_id, o.sess_version, o.nettype, o.addrtype, o.address),
+            self.name, None if self.connection is None else Connection(*_conn_fields(self.connection)),
+            list(self.attributes), [m.copy() for m in self.media], list(self.other_lines),
+        )
+
+    def same_content(self, other: "SessionDescription") -> bool:
+        """Whether the two say the same thing apart from o='s version (RFC 3264 §8: an unchanged
+        description keeps its version)."""
+        a, b = self.lines(), other.lines()
+        return a[2:] == b[2:] and a[0] == b[0] and _origin_without_version(self.origin) == \
+            _origin_without_version(other.origin)
+
+
+def _origin_without_version(o: Origin) -> tuple[str, ...]:
+    return o.username, o.sess_id, o.nettype, o.addrtype, o.address
+
+
+# ------------------------------------------------------------------------------------------------
+# Parsing (RFC 4566 §5, §9)
+# ------------------------------------------------------------------------------------------------
+
+def _bad(reason: str) -> RemoteProtocolError:
+    return RemoteProtocolError(reason, 400)
+
+
+def _parse_origin(value: str) -> Origin:
+    parts = value.split(" ")
+    if len(parts) != 6 or not all(parts):
+        raise _bad(f"SDP o= line needs 6 fields, got {value!r}")
+    if not (parts[1].isdigit() and parts[2].isdigit()):
+        raise _bad(f"SDP o= session id and version must be numbers, got {value!r}")
+    return Origin(*parts)
+
+
+def _parse_connection(value: str) -> Connection:
+    parts = value.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise _bad(f"SDP c= line needs 3 fields, got {value!r}")
+    return Connection(*parts)
+
+
+def _parse_port(text: str, line: str) -> tuple[int, int | None]:
+    port_text, slash, count_text = text.partition("/")
+    if not port_text or not set(port_text) <= _DIGITS or len(port_text) > 5 or int(port_text) > 65535:
+        raise _bad(f"SDP m= port {port_text!r} is not a number from 0 to 65535 in {line!r}")
+    count = None
+    if slash:
+        if not count_text or not set(count_text) <= _DIGITS or len(count_text) > 5:
+            raise _bad(f"SDP m= port count {count_text!r} is not a number in {line!r}")
+        count = int(count_text)
+    return int(port_text), count
+
+
+def _parse_media(value: str) -> MediaDescription:
+    line = "m=" + value
+    parts = value.split(" ")
+    if len(parts) < 3 or not all(parts):
+        raise _bad(f"SDP m= line needs <media> <port> <proto> <fmt>..., got {line!r}")
+    port, count = _parse_port(parts[1], line)
+    formats = parts[3:]
+    # RFC 4566 §5.14 requires at least one format; a declined stream written without any is tolerated.
+    if not formats and port != 0:
+        raise _bad(f"SDP m= line lists no formats: {line!r}")
+    return MediaDescription(parts[0], port, parts[2], formats, count)
+
+
+def _check_attribute(name: str, value: str | None) -> None:
+    if name == "rtpmap":
+        # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
+        pt, _, encoding = (value or "").partition(" ")
+        bits = encoding.strip().split("/")
+        if (not pt.isdigit() or len(bits) not in (2, 3) or not bits[0] or not bits[1].isdigit()
+                or (len(bits) == 3 and bits[2] and not bits[2].isdigit())):
+            raise _bad(f"SDP a=rtpmap:{value} is not <pt> <name>/<clock>[/<channels>]")
+    elif name == "rtcp":
+        port = (value or "").split(" ", 1)[0]
+        if not port.isdigit():
+            raise _bad(f"SDP a=rtcp:{value} does not start with a port")
+    elif name == "fmtp":
+        if not (value or "").split(" ", 1)[0]:
+            raise _bad(f"SDP a=fmtp:{value} names no format")
+
+
+def parse_sdp(data: bytes) -> SessionDescription:
+    """Parse a session description (RFC 4566 §5). Lines may end in CRLF or a bare LF (§5: "a
+    parser SHOULD accept" LF). Raises ``RemoteProtocolError(reason, 400)`` when malformed."""
+    text = data.decode("utf-8", "surrogateescape")
+    raw_lines = text.split("\n")
+    if raw_lines and raw_lines[-1] in ("", "\r"):
+        raw_lines.pop()
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in raw_lines]
+    if not lines:
+        raise _bad("SDP body is empty")
+    if not lines[0].startswith("v="):
+        raise _bad(f"SDP does not start with v= (first line {lines[0][:40]!r})")
+    if lines[0] != "v=0":
+        raise _bad(f"SDP version {lines[0][2:]!r} is not 0")
+
+    sd = SessionDescription(version=0, origin=None, name=None, other_lines=[])  # type: ignore[arg-type]
+    current: MediaDescription | None = None
+    for number, line in enumerate(lines[1:], start=2):
+        if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
+            raise _bad(f"SDP line {number} is not <type>=<value>: {line[:40]!r}")
+        kind, value = line[0], line[2:]
+        if kind == "v":
+            raise _bad(f"SDP line {number} repeats v=")
+        if kind not in _SESSION_RANK and kind not in _MEDIA_RANK:
+            # RFC 4566 §5: a parser "MUST completely ignore any session description that contains a
+            # type letter that it does not understand"; for an offer that means refusing it.
+            raise _bad(f"SDP line {number}: unknown type {kind}=")
+        if kind == "m":
+            current = sd.add_media(_parse_media(value))
+        elif kind == "a":
+            name, colon, attr_value = value.partition(":")
+            if not name:
+                raise _bad(f"SDP line {number} has an attribute with no name: {line[:40]!r}")
+            attr = attr_value if colon else None
+            _check_attribute(name, attr)
+            (current if current is not None else sd).attributes.append((name, attr))
+        elif current is not None:
+            if kind == "c":
+                conn = _parse_connection(value)
+                if current.connection is None:
+                    current.connection = conn
+                else:
+                    current.other_lines.append((kind, value))
+            elif kind in _MEDIA_RANK:
+                current.other_lines.append((kind, value))
+            else:
+                raise _bad(f"SDP line {number}: {kind}= is not allowed in a media section")
+        elif kind == "o":
+            if sd.origin is not None:
+                raise _bad(f"SDP line {number} repeats o=")
+            sd.origin = _parse_origin(value)
+        elif kind == "s":
+            if sd.name is not None:
+                raise _bad(f"SDP line {number} repeats s=")
+            sd.name = value
+        elif kind == "c":
+            if sd.connection is not None:
+                raise _bad(f"SDP line {number} repeats the session-level c=")
+            sd.connection = _parse_connection(value)
+        elif kind == "t":
+            start, _, stop = value.partition(" ")
+            if not (start.isdigit() and stop.isdigit()):
+                raise _bad(f"SDP t= line needs <start> <stop> times, got {value!r}")
+            sd.other_lines.append((kind, value))
+        else:
+            sd.other_lines.append((kind, value))
+    if sd.origin is None:
+        raise _bad("SDP has no o= line")
+    for m in sd.media:
+        if m.effective_connection is None and m.port != 0:
+            raise _bad(f"SDP m={m.media} {m.port} has no c= line, at media or session level")
+    return sd
+
+
+# ------------------------------------------------------------------------------------------------
+# Offer / answer (RFC 3264)
+# ------------------------------------------------------------------------------------------------
+
+def _lower_direction(direction: str, limit: str | None) -> str:
+    if limit is None:
+        return direction
+    if limit not in DIRECTIONS:
+        raise ValueError(f"{limit!r} is not a direction")
+    a, b = DIRECTIONS[direction], DIRECTIONS[limit]
+    return _DIRECTION_OF[(a[0] and b[0], a[1] and b[1])]
+
+
+def mirror_direction(direction: str) -> str:
+    """The answer's direction for an offered one (RFC 3264 §6.1): sendonly ↔ recvonly."""
+    send, recv = DIRECTIONS[direction]
+    return _DIRECTION_OF[(recv, send)]
+
+
+def _session_header(address: str, session_id: int, version: int, times: Iterable[tuple[str, str]]
+                    ) -> SessionDescription:
+    # RFC 4566 §5.3: s= must not be empty; "-" is the conventional "no name".
+    return SessionDescription(
+        0, Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", _addrtype(address), address),
+        "-", Connection.for_address(address), [], [], list(times) or [("t", "0 0")],
+    )
+
+
+def _accepted_codecs(offered: MediaDescription, supported: set[str]) -> list[Codec]:
+    chosen = [c for c in offered.codecs() if c.name.lower() in supported]
+    if not any(c.name.lower() not in AUXILIARY_FORMATS for c in chosen):
+        # Only telephone-event / CN in common. Accepting them alone is right for a stream that offers
+        # nothing else (RFC 4317 §2.4's DTMF stream); for a voice stream it would be a silent call.
+        if any(c.name.lower() not in AUXILIARY_FORMATS for c in offered.codecs()):
+            return []
+    return chosen
+
+
+def answer(offer: SessionDescription, supported: Sequence[str], *, address: str, port: int,
+           session_id: int, version: int, direction: str | None = None,
+           ports: Sequence[int] | None = None) -> SessionDescription:
+    """The answer (RFC 3264 §6) of a UA that supports the codec names ``supported``, receiving media
+    at ``address``.
+
+    - One m= line per offered line, in order (§6). A stream is rejected (port 0, the offer's formats)
+      when it was offered with port 0, when no codec is in common, or when only telephone-event/CN
+      are in common for a stream that offered a voice codec.
+    - Formats: the offered ones we support, in the offerer's order and numbering (§6.1), each with
+      its a=rtpmap and the offer's a=fmtp; a=ptime / a=maxptime are carried over.
+    - Direction: the offer's mirrored (§6.1), then lowered to ``direction`` if given (hold).
+    - Ports: ``ports`` gives one per m= line (0 refuses that stream); without it the first accepted
+      stream gets ``port`` and each later accepted one ``port + 2``, ``port + 4``…
+
+    Raises ``OfferAnswerError`` (488) when the offer had active streams and none could be accepted.
+    """
+    if ports is not None and len(ports) != len(offer.media):
+        raise ValueError(f"ports has {len(ports)} entries for {len(offer.media)} m= lines")
+    wanted = {name.lower() for name in supported}
+    times = [(k, v) for k, v in offer.other_lines if k in ("t", "r")]  # RFC 3264 §6: same t= as the offer
+    sd = _session_header(address, session_id, version, times)
+    accepted_count = 0
+    active_offered = 0
+    for index, offered in enumerate(offer.media):
+        if offered.port != 0:
+            active_offered += 1
+        chosen = _accepted_codecs(offered, wanted) if offered.port != 0 else []
+        stream_port = 0
+        if chosen:
+            if ports is not None:
+                stream_port = ports[index]
+            else:
+                stream_port = port + 2 * accepted_count
+        if not chosen or stream_port == 0:
+            # §6: a rejected stream keeps its m= line with port 0 and (at least one of) the formats.
+            sd.add_media(MediaDescription(offered.media, 0, offered.proto, list(offered.formats)))
+            continue
+        accepted_count += 1
+        m = MediaDescription(offered.media, stream_port, offered.proto, [str(c.pt) for c in chosen])
+        for c in chosen:
+            encoding = f"{c.name}/{c.clock}" + (f"/{c.channels}" if c.channels != 1 else "")
+            m.attributes.append(("rtpmap", f"{c.pt} {encoding}"))
+            if c.fmtp is not None:
+                m.attributes.append(("fmtp", f"{c.pt} {c.fmtp}"))
+        for name in ("ptime", "maxptime"):
+            value = offered.attribute(name)
+            if value:
+                m.attributes.append((name, value))
+        m.attributes.append((_lower_direction(mirror_direction(offered.direction), direction), None))
+        sd.add_media(m)
+    if active_offered and not accepted_count:
+        offered_names = sorted({c.name for m in offer.media for c in m.codecs()}) or ["no known codec"]
+        raise OfferAnswerError(
+            f"Not Acceptable Here: no common codec (offered {', '.join(offered_names)}; "
+            f"supported {', '.join(supported) or 'none'})"
+        )
+    return sd
+
+
+def intersect_media(offered: MediaDescription, answered: MediaDescription) -> list[Codec]:
+    """The codecs of one answered stream that its offer also listed, in the answer's order; matched
+    by name, clock and channels, since the answer may renumber a dynamic type (RFC 4317 §2.3)."""
+    if answered.port == 0 or offered.port == 0:
+        return []
+    offer_codecs = offered.codecs()
+    return [c for c in answered.codecs() if any(c.same_format(o) for o in offer_codecs)]
+
+
+def intersect(offer: SessionDescription, answer: SessionDescription) -> list[Codec]:
+    """The codecs both sides agreed on, stream by stream, in the answer's order (rejected streams
+    give none). m= lines pair up by position (RFC 3264 §6)."""
+    result: list[Codec] = []
+    for offered, answered in zip(offer.media, answer.media):
+        if offered.media != answered.media:
+            continue
+        result.extend(intersect_media(offered, answered))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Anchoring: media through the switch
+# ------------------------------------------------------------------------------------------------
+
+def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, version: int,
+           ports: Sequence[int] | None = None) -> SessionDescription:
+    """The same description as the switch presents it to the other leg: o= is the switch's
+    (``switchcore``, ``session_id``, ``version`` — RFC 3264 §8: the caller passes the previous
+    version + 1 when the description changed), every c= (session and media) is ``address`` (IN IP4
+    or IN IP6 by its form), and the first active audio stream receives on ``port``.
+
+    - a=rtcp on the anchored stream becomes ``port + 1`` (with our address if it named one); ICE
+      attributes, which carry the leg's own addresses, are dropped.
+    - Other active streams: ``ports`` (one per m= line) says where the relay receives them; without
+      it they are disabled with port 0, since only the first audio stream is relayed.
+    - A c= of 0.0.0.0 (RFC 2543 hold, RFC 3264 §8.4) is kept as it is, so that the hold still reads
+      as a hold on the other leg; it reveals nothing of the leg.
+    """
+    if ports is not None and len(ports) != len(sd.media):
+        raise ValueError(f"ports has {len(ports)} entries for {len(sd.media)} m= lines")
+    out = sd.copy()
+    out.origin = Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", _addrtype(address), address)
+    ours = Connection.for_address(address)
+
+    def rewrite(conn: Connection) -> Connection:
+        return conn if conn.is_unspecified else Connection(ours.nettype, ours.addrtype, ours.address)
+
+    if out.connection is not None:
+        out.connection = rewrite(out.connection)
+    elif not out.media or any(m.connection is None for m in out.media):
+        out.connection = Connection(ours.nettype, ours.addrtype, ours.address)
+    out.attributes = [(k, v) for k, v in out.attributes if k not in _ICE_ATTRIBUTES]
+    first_audio = next((i for i, m in enumerate(out.media) if m.media == "audio" and m.port != 0), None)
+    for index, m in enumerate(out.media):
+        if m.connection is not None:
+            m.connection = rewrite(m.connection)
+        m.other_lines = [
+            (k, str(rewrite(_parse_connection(v)))) if k == "c" else (k, v) for k, v in m.other_lines
+        ]
+        if m.port == 0:
+            continue
+        if ports is not None:
+            m.port = ports[index]
+        elif index == first_audio:
+            m.port = port
+        else:
+            m.port = 0
+        attrs: list[tuple[str, str | None]] = []
+        for name, value in m.attributes:
+            if name in _ICE_ATTRIBUTES:
+                continue
+            if name == "rtcp":
+                if m.port == 0:
+                    continue
+                # RFC 3605: a=rtcp:<port> [<nettype> <addrtype> <address>]
+                value = f"{m.port + 1}" if len((value or "").split()) < 4 else \
+                    f"{m.port + 1} {ours.nettype} {ours.addrtype} {ours.address}"
+            attrs.append((name, value))
+        m.attributes = attrs
+    return out
+
+
+class Originator:
+    """The switch's o= line for one leg across a dialog: the same session id throughout, the version
+    raised by one each time the description sent differs from the last one (RFC 3264 §8), and kept
+    when it is the same (RFC 3264 §8: "the version MUST NOT change" if nothing did). The first
+    version defaults to the session id, as many UAs do (RFC 4566 §5.2 suggests an NTP timestamp
+    for both; the caller chooses)."""
+
+    __slots__ = ("session_id", "version", "_last")
+
+    def __init__(self, session_id: int, version: int | None = None):
+        self.session_id = session_id
+        self.version = session_id if version is None else version
+        self._last: SessionDescription | None = None
+
+    def anchor(self, sd: SessionDescription, *, address: str, port: int,
+               ports: Sequence[int] | None = None) -> SessionDescription:
+        """``anchor()`` with this leg's session id and the right version."""
+        candidate = anchor(sd, address=address, port=port, session_id=self.session_id,
+                           version=self.version, ports=ports)
+        return self._stamp(candidate)
+
+    def answer(self, offer: SessionDescription, supported: Sequence[str], *, address: str, port: int,
+               direction: str | None = None, ports: Sequence[int] | None = None) -> SessionDescription:
+        """``answer()`` with this leg's session id and the right version."""
+        candidate = answer(offer, supported, address=address, port=port, session_id=self.session_id,
+                           version=self.version, direction=direction, ports=ports)
+        return self._stamp(candidate)
+
+    def _stamp(self, candidate: SessionDescription) -> SessionDescription:
+        if self._last is not None and not candidate.same_content(self._last):
+            self.version += 1
+            candidate.origin.sess_version = str(self.version)
+        self._last = candidate.copy()
+        return candidate
+
+
+# ------------------------------------------------------------------------------------------------
+# Hold and resume (RFC 3264 §8.4)
+# ------------------------------------------------------------------------------------------------
+
+def hold_direction(sd: SessionDescription) -> str:
+    """The direction a (re-)offer asks for, from the sender's side, for its first active audio
+    stream (else its first stream, else the session): a=sendonly / a=inactive is a hold, sendrecv a
+    resume. RFC 2543's hold, c=0.0.0.0, reads as the sender refusing to receive: sendrecv becomes
+    sendonly, recvonly becomes inactive (RFC 3264 §8.4)."""
+    m = sd.audio() or (sd.media[0] if sd.media else None)
+    if m is None:
+        return sd.direction
+    direction = m.direction
+    conn = m.effective_connection
+    if conn is not None and conn.is_unspecified:
+        send, _ = DIRECTIONS[direction]
+        direction = _DIRECTION_OF[(send, False)]
+    return direction
+
+
+def is_hold(sd: SessionDescription) -> bool:
+    """Whether the description puts the call on hold (sendonly or inactive, or c=0.0.0.0)."""
+    return hold_direction(sd) in ("sendonly", "inactive")
