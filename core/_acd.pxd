@@ -1,0 +1,183 @@
+# What C sees of the ACD (core/_acd.pyx): agents, tier entries, members and timers as structs in
+# C arrays, indexed by small ints; the per-(queue, level) agent pools (an indexed heap or a bitset
+# in ring order, by strategy) and member heaps that make a match O(log n).
+
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef enum:
+    MAXL = 8            # tier levels 1..MAXL (core.acd.model.MAX_LEVEL)
+    NLEVELS = 9         # MAXL + 1: per-queue arrays are indexed by level directly
+
+cdef enum AgentStatus:
+    ST_LOGGED_OUT = 0
+    ST_AVAILABLE = 1
+    ST_ON_BREAK = 2
+
+cdef enum AgentState:
+    S_IDLE = 0
+    S_OFFERED = 1
+    S_TALKING = 2
+    S_WRAP_UP = 3
+
+cdef enum Strategy:
+    LIA = 0             # longest idle agent
+    RR = 1              # round robin
+    FEWEST = 2          # fewest calls
+    LEAST_TALK = 3      # least talk time
+    RINGALL = 4
+    LINEAR_ = 5
+    RANDOM_ = 6
+    SKILLS_ = 7
+
+cdef enum EmptyRule:
+    R_NEVER = 0
+    R_NO_AGENTS = 1
+    R_NO_AVAILABLE = 2
+
+cdef enum TimerKind:
+    T_OFFER = 1
+    T_WRAP = 2
+    T_REST = 3
+    T_MAX_WAIT = 4
+    T_TIER = 5
+
+cdef struct AgentRec:
+    int status, state
+    int reachable           # registered phones
+    bint resting, free, ready, logged_in
+    double idle_since, login_since, break_since, state_since
+    double talk_time, wrap_time, logged_in_time, break_time
+    long long calls, missed
+    int streak, max_no_answer
+    double no_answer_delay
+    double wrap_up          # < 0: none (the queue's applies)
+    int offer_member        # member slot being offered, -1 none
+    int offer_queue
+    int next_offer          # next agent offered the same member (ring-all), -1 end
+    int call_queue          # queue of the current/last ACD call, -1 a direct call
+    uint32_t gen
+    int first_entry, n_entries   # into DistributorState.agent_entries
+
+cdef struct EntryRec:
+    # An agent's place in one queue; keys are set when the agent enters the free pool (they do not
+    # change while it is free).
+    int agent, queue, level, ring, skill_level
+    int heap_pos            # in the pool's heap, -1 when absent
+    double key1, key2
+
+cdef struct Pool:
+    # The agents of one tier level of one queue: ``ring`` lists entry ids in ring order; free
+    # agents are a bitset over ring indexes (round robin, linear, random, ring-all) or an indexed
+    # min-heap of entry ids (longest idle, fewest calls, least talk time, skills).
+    int n
+    int *ring
+    uint64_t *bits
+    int nwords
+    int nfree
+    int *heap
+    int rr_last
+
+cdef struct MemberKey:
+    # A waiting member's place in its queue's heap, the key inline so that a sift stays in one
+    # contiguous array. Valid while the member is waiting with the same ticket (lazy removal).
+    long long rank          # -priority * 2**42 + arrival: priority first, then arrival
+    int slot
+    uint32_t ticket
+
+cdef struct MemberHeap:
+    MemberKey *items        # 4-ary min-heap by rank (a sift touches half the cache lines)
+    int n, cap
+    int stale               # invalid entries still in items
+
+cdef struct MemberRec:
+    int queue, priority, level
+    bint waiting            # in its queue's heap (not being offered)
+    uint32_t ticket         # bumped on every push and removal: older heap entries are stale
+    int n_offers, first_offer, last_offer
+    double joined
+    long long seq
+    uint32_t gen
+    int prev, next          # the queue's members in join order; next is also the free-slot list
+    bint alive
+
+cdef struct QueueRec:
+    int strategy
+    bint heap_pools
+    double ring_timeout, wrap_up, max_wait, service_level, short_abandon
+    int join_empty, leave_empty
+    bint has_vip
+    long long vip_priority
+    int max_level
+    double open_after[10]   # [level], MAXL + 2 entries
+    int logged_in, ready
+    long long offered, answered, abandoned, short_abandoned, in_service_level, exited, refused
+    double wait_answered
+    int head, tail, n_members
+    Pool pools[9]           # [level]
+    MemberHeap heaps[9]     # [level]
+
+cdef struct TimerRec:
+    double deadline
+    long long seq
+    int kind, target
+    uint32_t gen
+
+
+cdef class AutomaticCallDistributor:
+    cdef AgentRec *agents
+    cdef int n_agents
+    cdef EntryRec *entries
+    cdef int n_entries
+    cdef int *agent_entries
+    cdef QueueRec *queues
+    cdef int n_queues
+    cdef MemberRec *members
+    cdef int members_cap
+    cdef int free_slot
+    cdef long long member_seq
+    cdef TimerRec *timers
+    cdef int n_timers, timers_cap
+    cdef long long timer_seq
+    cdef uint64_t rng
+    cdef char *phone_up
+    cdef int *phone_agent
+
+    cdef list agent_ids
+    cdef list agent_reasons
+    cdef dict agent_by_id
+    cdef list queue_names
+    cdef list queue_configs
+    cdef dict queue_by_name
+    cdef dict phone_index
+    cdef list member_ids
+    cdef dict member_by_id
+    cdef object out
+
+    cdef int _schedule(self, double deadline, int kind, int target, uint32_t gen) except -1
+    cdef bint _timer_valid(self, TimerRec *t) noexcept
+    cdef void _timer_pop(self) noexcept
+    cdef int _fire(self, int kind, int target, double t) except -1
+
+    cdef int _member_joined(self, object member_id, object queue, object priority, double now) except -1
+    cdef int _new_slot(self) except -1
+    cdef int _push_waiting(self, int m) except -1
+    cdef void _stop_waiting(self, int m) noexcept
+    cdef int _head(self, int q, int level) noexcept
+    cdef int _member_left(self, object member_id, double now) except -1
+    cdef int _exit_member(self, int m, object reason, double now) except -1
+    cdef list _remove_member(self, int m, object reason, int keep)
+
+    cdef int _offer(self, int m, int e, double now) except -1
+    cdef int _offer_answered(self, object member_id, int a, double now) except -1
+    cdef int _missed(self, int a, double now, bint timed_out) except -1
+
+    cdef bint _set_status(self, int a, int status, object reason, double now) except -1
+    cdef int _phone(self, object phone, bint registered, double now) except -1
+    cdef int _agent_call_started(self, int a, double now) except -1
+    cdef int _call_ended(self, int a, double now) except -1
+    cdef int _refresh(self, int a, double now) except -1
+    cdef void _set_free(self, int a, bint free) noexcept
+
+    cdef int _match_agent(self, int a, double now) except -1
+    cdef int _match_member(self, int m, double now) except -1
+    cdef int _choose(self, int q, int level) noexcept
