@@ -1,0 +1,1036 @@
+"""The media engine: an RTP/RTCP relay that owns its UDP sockets and moves packets in C without the GIL.
+
+This is the one part of ``core`` that does I/O (docs: DESIGN.md, "the exception that proves the rule"):
+to come near the kernel's packet rate the loop batches system calls, ``epoll_wait`` then one
+``recvmmsg`` per ready socket and one ``sendmmsg`` to the bridged leg, and touches no Python object
+per packet. Signalling drives it only by commands (``add_relay``, ``patch_relay``, ``remove_relay``,
+``stop``) and reads what happened from ``events()``; the commands and the loop share a mutex, so the
+loop may run in its own thread (``serve()``, or ``run()`` in a loop) while the call layer commands it.
+
+Per packet, the loop does what core/media/rtp.py specifies in Python (the tests hold both to the same
+bytes, events and figures): RFC 3550 §5.1 header checks, A.1 loss and A.8 jitter of what arrives on a
+leg, RFC 4733 digits, and the SSRC/sequence/timestamp rewrite of what leaves a leg, so that the far
+end sees one continuous stream when the source behind it changes. Around it, the relay:
+
+- symmetric RTP latching (RFC 4961: each leg sends to where its peer sends from): a leg learns its
+  peer from the first packet, or starts from the SDP's address and takes the first source that sends;
+  once packets have come from the peer, moving to another source needs ``relatch_after`` packets in a
+  row from it, so a stray or spoofed packet is dropped, not obeyed;
+- RTCP on port + 1 (RFC 3550 §11) latched and passed through the same way; RTCP multiplexed on the RTP
+  port (RFC 5761 §4) passes through untouched;
+- a leg that receives nothing for ``timeout_ms`` raises ``MediaTimeout`` once (until media resumes).
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.unistd cimport close, read, write
+
+import os
+
+from core.media.quality import leg_figures
+from core.media.rtp import (
+    DtmfDigit,
+    Latched,
+    MediaTimeout,
+    RtpError,
+    RtpHeader,
+    SsrcChanged,
+    digit_name,
+)
+
+__all__ = ["Engine", "RtpReceiver", "RtpRewriter", "parse_header"]
+
+cdef uint64_t WAKE_TOKEN = 0xFFFFFFFFFFFFFFFFULL
+cdef int64_t SCAN_EVERY_NS = 100000000  # media timeouts are checked every 100 ms
+cdef uint32_t MAX_DROPOUT = 3000        # RFC 3550 A.1
+cdef uint32_t MAX_MISORDER = 100
+cdef uint32_t RTP_SEQ_MOD = 65536
+LEGS = ("a", "b")
+
+# --- packet transforms (twins of core/media/rtp.py and core/media/quality.py) ----------------------
+
+cdef inline uint32_t _be16(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 8) | p[1]
+
+cdef inline uint32_t _be32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline void _put16(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 8) & 0xFF
+    p[1] = v & 0xFF
+
+cdef inline void _put32(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = v >> 24
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+
+cdef int rtp_parse(const uint8_t *p, Py_ssize_t n, RtpHdr *h) noexcept nogil:
+    """RFC 3550 §5.1 and the A.1 validity checks; 0 when valid, else the problem's code (1-5)."""
+    cdef int hlen, pad = 0
+    if n < 12:
+        return 1
+    if (p[0] >> 6) != 2:
+        return 2
+    h.csrc_count = p[0] & 0x0F
+    hlen = 12 + 4 * h.csrc_count
+    if p[0] & 0x10:
+        if n < hlen + 4:
+            return 3
+        hlen += 4 + 4 * <int>_be16(p + hlen + 2)
+    if hlen > n:
+        return 4
+    if p[0] & 0x20:
+        pad = p[n - 1]
+        if pad == 0 or hlen + pad > n:
+            return 5
+    h.version = 2
+    h.padding = (p[0] & 0x20) != 0
+    h.extension = (p[0] & 0x10) != 0
+    h.marker = (p[1] & 0x80) != 0
+    h.payload_type = p[1] & 0x7F
+    h.seq = _be16(p + 2)
+    h.timestamp = _be32(p + 4)
+    h.ssrc = _be32(p + 8)
+    h.header_length = hlen
+    h.payload_length = <int>n - hlen - pad
+    return 0
+
+
+cdef void stats_init(RecvStats *s, uint32_t seq) noexcept nogil:
+    if s.sources:
+        s.expected_prior += <uint64_t>(<int64_t>s.cycles + s.max_seq - s.base_seq + 1)
+        s.received_prior += s.received
+    s.sources += 1
+    s.base_seq = seq
+    s.max_seq = seq
+    s.bad_seq = RTP_SEQ_MOD + 1
+    s.cycles = 0
+    s.received = 1
+    s.have_transit = 0
+
+
+cdef int stats_update_seq(RecvStats *s, uint32_t seq) noexcept nogil:
+    cdef uint32_t udelta = (seq - s.max_seq) & 0xFFFF
+    if udelta < MAX_DROPOUT:
+        if seq < s.max_seq:
+            s.cycles += RTP_SEQ_MOD
+        s.max_seq = seq
+    elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
+        if seq == s.bad_seq:
+            stats_init(s, seq)
+            return 1
+        s.bad_seq = (seq + 1) & 0xFFFF
+        return 0
+    s.received += 1
+    return 1
+
+
+cdef void stats_jitter(RecvStats *s, uint32_t timestamp, uint32_t arrival) noexcept nogil:
+    cdef int32_t transit = <int32_t>(arrival - timestamp)
+    cdef int64_t d
+    if s.have_transit:
+        d = <int32_t>(<uint32_t>transit - <uint32_t>s.transit)
+        if d < 0:
+            d = -d
+        s.jitter_q4 += d - ((s.jitter_q4 + 8) >> 4)
+    s.transit = transit
+    s.have_transit = 1
+
+
+cdef void queue_push(EventQueue *q, int kind, uint64_t serial, int leg, uint32_t a, uint32_t b,
+                     uint32_t c, uint32_t d) noexcept nogil:
+    cdef MediaEventC *e
+    if q.count >= q.cap:
+        q.dropped += 1
+        return
+    e = &q.items[(q.head + q.count) % q.cap]
+    q.count += 1
+    e.kind = kind
+    e.serial = serial
+    e.leg = leg
+    e.a = a
+    e.b = b
+    e.c = c
+    e.d = d
+
+
+cdef inline void _rx_report(Receiver *r, EventQueue *q, uint64_t serial, int leg) noexcept nogil:
+    r.event_reported = 1
+    if r.event_code <= 16:  # DTMF 0-15 and flash (RFC 4733 §3.2); other events are not digits
+        r.digits += 1
+        queue_push(q, EV_DTMF, serial, leg, r.event_code, r.event_duration, r.event_volume, 0)
+
+
+cdef inline void _rx_end_event(Receiver *r, EventQueue *q, uint64_t serial, int leg) noexcept nogil:
+    if r.event_on and not r.event_reported:
+        _rx_report(r, q, serial, leg)
+    r.event_on = 0
+
+
+cdef int rx_receive(Receiver *r, const uint8_t *p, Py_ssize_t n, uint32_t arrival, RtpHdr *h,
+                    EventQueue *q, uint64_t serial, int leg) noexcept nogil:
+    cdef int counted, duration
+    cdef const uint8_t *e
+    if n >= 2 and p[1] >= 192 and p[1] <= 223:  # RFC 5761 §4: RTCP on the RTP port
+        r.rtcp += 1
+        return KIND_RTCP
+    if rtp_parse(p, n, h) != 0:
+        r.invalid += 1
+        return KIND_INVALID
+    r.packets += 1
+    r.bytes += <uint64_t>n
+    if r.stats.sources == 0:
+        r.ssrc = h.ssrc
+        stats_init(&r.stats, h.seq)
+        counted = 1
+    elif h.ssrc != r.ssrc:
+        _rx_end_event(r, q, serial, leg)
+        queue_push(q, EV_SSRC, serial, leg, r.ssrc, h.ssrc, 0, 0)
+        r.ssrc_changes += 1
+        r.ssrc = h.ssrc
+        stats_init(&r.stats, h.seq)
+        counted = 1
+    else:
+        counted = stats_update_seq(&r.stats, h.seq)
+    if h.payload_type == r.dtmf_pt:
+        if h.payload_length >= 4:  # RFC 4733 §2.3
+            e = p + h.header_length
+            duration = <int>_be16(e + 2)
+            if r.event_on and h.timestamp == r.event_ts:
+                if r.event_reported:
+                    return KIND_RTP  # a redundant end packet (§2.5.1.4) or a late one
+                if duration > r.event_duration:
+                    r.event_duration = duration
+            else:
+                _rx_end_event(r, q, serial, leg)
+                r.event_on = 1
+                r.event_reported = 0
+                r.event_ts = h.timestamp
+                r.event_code = e[0]
+                r.event_duration = duration
+            r.event_volume = e[1] & 0x3F
+            if e[1] & 0x80:
+                _rx_report(r, q, serial, leg)
+    elif counted:
+        stats_jitter(&r.stats, h.timestamp, arrival)
+    return KIND_RTP
+
+
+cdef void tx_rewrite(Rewriter *w, uint8_t *p, const RtpHdr *h, uint32_t arrival) noexcept nogil:
+    cdef uint32_t gap, advance, step, last_seq, last_ts, delta
+    if not w.has_source:
+        w.has_source = 1
+        w.src = h.ssrc
+        w.high_seq = h.seq
+        w.high_ts = h.timestamp
+    elif h.ssrc != w.src:
+        step = w.ts_step
+        gap = arrival - w.last_arrival
+        if gap >= 0x80000000U:
+            advance = step
+        else:
+            advance = <uint32_t>((<uint64_t>gap + step // 2) // step * step)
+            if advance < step:
+                advance = step
+        last_seq = (w.high_seq + w.seq_off) & 0xFFFF
+        last_ts = w.high_ts + w.ts_off
+        w.seq_off = (last_seq + 1 - h.seq) & 0xFFFF
+        w.ts_off = last_ts + advance - h.timestamp
+        w.src = h.ssrc
+        w.high_seq = h.seq
+        w.high_ts = h.timestamp
+        w.mark = 1
+        w.source_changes += 1
+    else:
+        delta = (h.seq - w.high_seq) & 0xFFFF
+        if 0 < delta < 0x8000:
+            w.high_seq = h.seq
+            w.high_ts = h.timestamp
+    w.last_arrival = arrival
+    _put16(p + 2, (h.seq + w.seq_off) & 0xFFFF)
+    _put32(p + 4, h.timestamp + w.ts_off)
+    _put32(p + 8, w.ssrc)
+    if w.mark:
+        p[1] |= 0x80
+        w.mark = 0
+
+
+cdef inline uint32_t _arrival_float(double now, uint32_t clock_rate) noexcept:
+    return <uint32_t>(<int64_t>(now * clock_rate))
+
+
+cdef inline uint32_t _arrival_ns(int64_t now_ns, uint32_t clock_rate) noexcept nogil:
+    return <uint32_t>((now_ns // 1000000000) * clock_rate + (now_ns % 1000000000) * clock_rate // 1000000000)
+
+
+cdef inline int64_t _monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+def parse_header(packet: bytes) -> RtpHeader:
+    """The RTP header of ``packet`` (RFC 3550 §5.1); raises ``RtpError`` when it is not valid."""
+    cdef RtpHdr h
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(packet)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(packet)
+    cdef int code = rtp_parse(p, n, &h)
+    if code:
+        # the twin words the reason (this path is rare); it raises RtpError for every code above
+        from core.media.rtp import parse_header as py_parse
+        py_parse(packet)
+        raise RtpError(f"not a valid RTP packet (code {code})")  # only if the twins disagreed
+    return RtpHeader(2, bool(h.padding), bool(h.extension), h.csrc_count, bool(h.marker), h.payload_type,
+                     h.seq, h.timestamp, h.ssrc, h.header_length, h.payload_length)
+
+
+cdef object _make_event(const MediaEventC *e, object relay_id, object leg):
+    cdef char text[16]
+    if e.kind == EV_DTMF:
+        return DtmfDigit(relay_id, leg, digit_name(e.a), e.b, e.c)
+    if e.kind == EV_SSRC:
+        return SsrcChanged(relay_id, leg, e.a, e.b)
+    if e.kind == EV_LATCHED:
+        inet_ntop(AF_INET, &e.a, text, sizeof(text))
+        return Latched(relay_id, leg, text.decode("ascii"), e.b, bool(e.c), bool(e.d))
+    if e.kind == EV_TIMEOUT:
+        return MediaTimeout(relay_id, leg, e.a)
+    return None
+
+
+cdef dict _receiver_counters(const Receiver *r):
+    cdef const RecvStats *s = &r.stats
+    cdef int64_t expected = 0
+    if s.sources:
+        expected = <int64_t>s.expected_prior + <int64_t>s.cycles + s.max_seq - s.base_seq + 1
+    return {
+        "packets_received": r.packets, "bytes_received": r.bytes,
+        "packets_expected": expected, "packets_lost": expected - <int64_t>(s.received_prior + s.received),
+        "jitter_q4": s.jitter_q4, "packets_invalid": r.invalid, "ssrc_changes": r.ssrc_changes,
+        "rtcp_received": r.rtcp, "dtmf_digits": r.digits,
+    }
+
+
+cdef class RtpReceiver:
+    """The packets arriving on one leg (the C twin of ``core.media.rtp.RtpReceiver``)."""
+
+    def __cinit__(self, clock_rate: int = 8000, dtmf_pt=None):
+        memset(&self.r, 0, sizeof(Receiver))
+        self.r.clock_rate = clock_rate
+        self.r.dtmf_pt = -1 if dtmf_pt is None else dtmf_pt
+        self.q.items = self.items
+        self.q.cap = 16
+        self.q.head = self.q.count = 0
+        self.q.dropped = 0
+        self._pending = []
+
+    def receive(self, packet: bytes, now: float) -> int:
+        cdef RtpHdr h
+        cdef int kind = rx_receive(&self.r, <const uint8_t *>PyBytes_AS_STRING(packet),
+                                   PyBytes_GET_SIZE(packet), _arrival_float(now, self.r.clock_rate), &h,
+                                   &self.q, 0, 0)
+        while self.q.count:
+            self._pending.append(_make_event(&self.q.items[self.q.head], None, None))
+            self.q.head = (self.q.head + 1) % self.q.cap
+            self.q.count -= 1
+        return kind
+
+    def take_events(self) -> list:
+        events, self._pending = self._pending, []
+        return events
+
+    def counters(self) -> dict:
+        return _receiver_counters(&self.r)
+
+    @property
+    def ssrc(self) -> int:
+        return self.r.ssrc
+
+
+cdef class RtpRewriter:
+    """What leaves one leg (the C twin of ``core.media.rtp.RtpRewriter``)."""
+
+    def __cinit__(self, ssrc: int, clock_rate: int = 8000, ts_step: int = 160):
+        if ts_step < 1:
+            raise ValueError("ts_step must be at least 1")
+        memset(&self.w, 0, sizeof(Rewriter))
+        self.w.ssrc = ssrc & 0xFFFFFFFF
+        self.w.clock_rate = clock_rate
+        self.w.ts_step = ts_step
+
+    def rewrite(self, packet: bytes, now: float) -> bytes:
+        cdef RtpHdr h
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(packet)
+        if rtp_parse(<const uint8_t *>PyBytes_AS_STRING(packet), n, &h):
+            parse_header(packet)  # raises RtpError with the reason
+        out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(packet), n)
+        tx_rewrite(&self.w, <uint8_t *>PyBytes_AS_STRING(out), &h, _arrival_float(now, self.w.clock_rate))
+        return out
+
+    @property
+    def ssrc(self) -> int:
+        return self.w.ssrc
+
+    @property
+    def source_changes(self) -> int:
+        return self.w.source_changes
+
+
+# --- the engine -------------------------------------------------------------------------------------
+
+# Options a command may give, for both legs or per leg ({"a": {...}, "b": {...}}).
+_SHARED_OPTIONS = {"rewrite", "dtmf_pt", "clock_rate", "ptime_ms", "codec", "relatch_after", "timeout_ms",
+                   "one_way_delay_ms"}
+_LEG_OPTIONS = _SHARED_OPTIONS | {"peer", "rtcp_peer", "ssrc", "bridge"}
+_DEFAULTS = {"rewrite": True, "dtmf_pt": None, "clock_rate": 8000, "ptime_ms": 20, "codec": "PCMU",
+             "relatch_after": 3, "timeout_ms": 0, "one_way_delay_ms": 0.0}
+
+
+def _split_options(options) -> tuple:
+    """Per-leg option dicts from a command's options; unknown names are refused by name."""
+    options = dict(options or {})
+    per_leg = ({}, {})
+    for key in ("a", "b"):
+        leg_options = options.pop(key, None) or {}
+        for name in leg_options:
+            if name not in _LEG_OPTIONS:
+                raise ValueError(f"unknown relay option {key}.{name!r}")
+        per_leg[LEGS.index(key)].update(leg_options)
+    for name, value in options.items():
+        if name not in _SHARED_OPTIONS:
+            raise ValueError(f"unknown relay option {name!r}" + (
+                " (give it per leg: {'a': {...}, 'b': {...}})" if name in _LEG_OPTIONS else ""))
+        for leg_options in per_leg:
+            leg_options.setdefault(name, value)
+    return per_leg
+
+
+cdef class Engine:
+    """A relay of RTP/RTCP between pairs of UDP ports taken from ``[port_min, port_max]`` on ``host``.
+
+    Ports are even (RTP) with RTCP on the next odd port (RFC 3550 §11). ``socket_buffer`` sets
+    SO_RCVBUF/SO_SNDBUF of every socket (0: the system's default)."""
+
+    def __cinit__(self):
+        self.legs = NULL
+        self.rbuf = NULL
+        self.epfd = self.wakefd = self.evfd = -1
+        self.queue.items = NULL
+        pthread_mutex_init(&self.mutex, NULL)
+
+    def __init__(self, int port_min, int port_max, str host="127.0.0.1", int socket_buffer=0,
+                 int event_capacity=65536):
+        cdef epoll_event ev
+        cdef int i
+        if port_min < 1024 or port_max > 65535 or port_max - port_min < 3:
+            raise ValueError(f"port range {port_min}-{port_max}: need at least 4 ports within 1024-65535")
+        if port_min & 1:
+            port_min += 1
+        self.port_min, self.port_max = port_min, port_max
+        if inet_pton(AF_INET, host.encode("ascii"), &self.bind_addr) != 1:
+            raise ValueError(f"{host!r} is not an IPv4 address")
+        self.host = host
+        self.socket_buffer = socket_buffer
+        self.nlegs = (port_max - port_min + 1) // 2
+        self.legs = <Leg *>calloc(self.nlegs, sizeof(Leg))
+        self.rbuf = <uint8_t *>calloc(BATCH, SLOT)
+        self.queue.items = <MediaEventC *>calloc(event_capacity, sizeof(MediaEventC))
+        if self.legs == NULL or self.rbuf == NULL or self.queue.items == NULL:
+            raise MemoryError()
+        self.queue.cap = event_capacity
+        for i in range(self.nlegs):
+            self.legs[i].fd[0] = self.legs[i].fd[1] = -1
+            self.legs[i].partner = -1
+        for i in range(BATCH):
+            self.riov[i].iov_base = self.rbuf + i * SLOT
+            self.riov[i].iov_len = SLOT
+            memset(&self.rmsgs[i], 0, sizeof(mmsghdr))
+            self.rmsgs[i].msg_hdr.msg_name = &self.rnames[i]
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
+            self.rmsgs[i].msg_hdr.msg_iovlen = 1
+            memset(&self.smsgs[i], 0, sizeof(mmsghdr))
+            self.smsgs[i].msg_hdr.msg_iov = &self.siov[i]
+            self.smsgs[i].msg_hdr.msg_iovlen = 1
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        self.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        self.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.epfd < 0 or self.wakefd < 0 or self.evfd < 0:
+            raise OSError(errno, os.strerror(errno))
+        ev.events = EPOLLIN
+        ev.data.u64 = WAKE_TOKEN
+        epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakefd, &ev)
+        self.next_serial = 1
+        self.relays = {}
+        self.by_serial = {}
+        self.retired = {}
+        self.meta = [None] * (self.nlegs // 2)
+        self.ports = set()
+        self.alloc_cursor = 0
+
+    def __dealloc__(self):
+        self._close_all()
+        free(self.legs)
+        free(self.rbuf)
+        free(self.queue.items)
+        pthread_mutex_destroy(&self.mutex)
+
+    cdef void _lock(self) noexcept:
+        with nogil:
+            pthread_mutex_lock(&self.mutex)
+
+    cdef void _unlock(self) noexcept:
+        pthread_mutex_unlock(&self.mutex)
+
+    cdef void _close_all(self) noexcept:
+        cdef int i, r
+        if self.legs != NULL:
+            for i in range(self.nlegs):
+                for r in range(2):
+                    if self.legs[i].fd[r] >= 0:
+                        close(self.legs[i].fd[r])
+                        self.legs[i].fd[r] = -1
+                self.legs[i].active = 0
+        if self.epfd >= 0:
+            close(self.epfd)
+        if self.wakefd >= 0:
+            close(self.wakefd)
+        if self.evfd >= 0:
+            close(self.evfd)
+        self.epfd = self.wakefd = self.evfd = -1
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def add_relay(self, relay_id, port_a=None, port_b=None, options=None) -> tuple:
+        """Bridge two new legs a and b: what arrives on a leaves from b to b's peer, and back.
+
+        A port left None is taken from the range. Returns ``(port_a, port_b)`` (the RTP ports)."""
+        per_leg = _split_options(options)
+        self._lock()
+        try:
+            if self.closed:
+                raise RuntimeError("the engine is closed")
+            if relay_id in self.relays:
+                raise ValueError(f"relay {relay_id!r} exists already")
+            slot = self._free_slot()
+            fds = []
+            try:
+                pa = self._open_pair(port_a, fds)
+                pb = self._open_pair(port_b, fds)
+            except BaseException:
+                for fd in fds:
+                    close(fd)
+                raise
+            serial = self.next_serial
+            self.next_serial += 1
+            self.relays[relay_id] = slot
+            self.by_serial[serial] = relay_id
+            self.meta[slot] = ({}, {})
+            for w, port in ((0, pa), (1, pb)):
+                self._init_leg(2 * slot + w, serial, w, port, fds[2 * w], fds[2 * w + 1])
+            self.legs[2 * slot].partner = 2 * slot + 1
+            self.legs[2 * slot + 1].partner = 2 * slot
+            for w in range(2):
+                values = dict(_DEFAULTS)
+                values["ssrc"] = int.from_bytes(os.urandom(4), "big")
+                values.update(per_leg[w])
+                self._apply(slot, w, values)
+            return pa, pb
+        finally:
+            self._unlock()
+
+    def patch_relay(self, relay_id, options) -> None:
+        """Change a relay's options: a new SDP address (``peer``: the leg latches anew), the DTMF
+        payload type, timeouts, ... and ``bridge``: ``{"a": {"bridge": (other_relay_id, "b")}}`` bridges
+        leg a with another relay's leg (their former partners are left unbridged: what they receive is
+        dropped); ``None`` unbridges (hold)."""
+        per_leg = _split_options(options)
+        self._lock()
+        try:
+            slot = self._slot(relay_id)
+            for w in range(2):
+                if per_leg[w]:
+                    self._apply(slot, w, per_leg[w])
+        finally:
+            self._unlock()
+
+    def remove_relay(self, relay_id) -> dict:
+        """Close a relay's sockets; returns its final figures ``{"a": LegFigures, "b": LegFigures}``."""
+        cdef Leg *leg
+        cdef int i, r
+        self._lock()
+        try:
+            slot = self._slot(relay_id)
+            figures = self._figures(slot)
+            for w in range(2):
+                i = 2 * slot + w
+                leg = &self.legs[i]
+                if leg.partner >= 0 and self.legs[leg.partner].partner == i:
+                    self.legs[leg.partner].partner = -1
+                for r in range(2):
+                    if leg.fd[r] >= 0:
+                        epoll_ctl(self.epfd, EPOLL_CTL_DEL, leg.fd[r], NULL)
+                        close(leg.fd[r])
+                        leg.fd[r] = -1
+                self.ports.discard(leg.port)
+                leg.active = 0
+                leg.partner = -1
+                serial = leg.serial
+            del self.relays[relay_id]
+            self.retired[serial] = self.by_serial.pop(serial)
+            self.meta[slot] = None
+            return figures
+        finally:
+            self._unlock()
+
+    def figures(self, relay_id) -> dict:
+        """The relay's figures so far: ``{"a": LegFigures, "b": LegFigures}``; a leg's loss, jitter and
+        MOS are those of the media arriving on it, ``packets_sent`` what left it."""
+        self._lock()
+        try:
+            return self._figures(self._slot(relay_id))
+        finally:
+            self._unlock()
+
+    def events(self) -> list:
+        """Every event since the last call: ``Latched``, ``SsrcChanged``, ``DtmfDigit``, ``MediaTimeout``
+        (core.media.rtp), in the order they happened."""
+        cdef uint64_t value
+        cdef const MediaEventC *e
+        out = []
+        self._lock()
+        try:
+            while self.queue.count:
+                e = &self.queue.items[self.queue.head]
+                relay_id = self.by_serial.get(e.serial, None)
+                if relay_id is None:
+                    relay_id = self.retired.get(e.serial)
+                out.append(_make_event(e, relay_id, LEGS[e.leg]))
+                self.queue.head = (self.queue.head + 1) % self.queue.cap
+                self.queue.count -= 1
+            self.retired.clear()
+            if self.ev_signalled:
+                read(self.evfd, &value, 8)
+                self.ev_signalled = 0
+        finally:
+            self._unlock()
+        return out
+
+    def stop(self) -> None:
+        """Make ``run()``/``serve()`` return now (from any thread); the engine stays stopped."""
+        cdef uint64_t one = 1
+        self.stopping = 1
+        if self.wakefd >= 0:
+            write(self.wakefd, &one, 8)
+
+    def close(self) -> None:
+        """Stop, and close every socket. Call it after the thread running the loop has returned."""
+        self.stop()
+        self._lock()
+        try:
+            self.closed = 1
+            self._close_all()
+            self.relays.clear()
+            self.ports.clear()
+        finally:
+            self._unlock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def event_fd(self) -> int:
+        """An eventfd readable while events wait (for an event loop's add_reader)."""
+        return self.evfd
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.stopping)
+
+    @property
+    def packets_forwarded(self) -> int:
+        return self.forwarded
+
+    @property
+    def events_dropped(self) -> int:
+        """Events lost because nobody drained the queue (it holds ``event_capacity``)."""
+        return self.queue.dropped
+
+    def relay_ids(self) -> list:
+        return list(self.relays)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self, int timeout_ms=0, long max_batches=1) -> int:
+        """Wait up to ``timeout_ms`` for packets, then move them: up to ``max_batches`` rounds of
+        epoll_wait + recvmmsg/sendmmsg per ready socket, ending early at the first idle round.
+        Returns the number of packets forwarded. The GIL is released throughout."""
+        cdef long n
+        if self.closed:
+            raise RuntimeError("the engine is closed")
+        with nogil:
+            n = self._run(timeout_ms, max_batches)
+        return n
+
+    def serve(self, int timeout_ms=100) -> None:
+        """Run the loop until ``stop()``: the body of the engine's thread."""
+        cdef long forever = 1 << 30
+        if self.closed:
+            raise RuntimeError("the engine is closed")
+        with nogil:
+            while not self.stopping:
+                self._run(timeout_ms, forever)
+
+    cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil:
+        cdef long total = 0, b
+        cdef int n, i
+        cdef int64_t now
+        cdef uint64_t value
+        for b in range(max_batches):
+            if self.stopping:
+                break
+            n = epoll_wait(self.epfd, self.evs, MAX_EVENTS, timeout_ms if b == 0 else 0)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                break
+            now = _monotonic_ns()
+            pthread_mutex_lock(&self.mutex)
+            if not self.closed:
+                for i in range(n):
+                    if self.evs[i].data.u64 == WAKE_TOKEN:
+                        read(self.wakefd, &value, 8)
+                        continue
+                    total += self._process(self.evs[i].data.u64, now)
+                if now - self.last_scan_ns >= SCAN_EVERY_NS:
+                    self._scan_timeouts(now)
+            pthread_mutex_unlock(&self.mutex)
+            if n == 0:
+                break
+        return total
+
+    cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil:
+        """One recvmmsg on a ready socket, each datagram checked, counted and rewritten in place,
+        then one sendmmsg from the partner leg's socket to its peer."""
+        cdef int li = <int>((<uint32_t>token) >> 1), r = <int>(token & 1)
+        cdef Leg *leg
+        cdef Leg *out = NULL
+        cdef int n, i, k = 0, kind, sent, s
+        cdef unsigned int length
+        cdef uint8_t *buf
+        cdef RtpHdr h
+        cdef uint32_t arrival_in = 0, arrival_out = 0
+        cdef sockaddr_in dest
+        cdef int have_dest = 0
+        if li >= self.nlegs:
+            return 0
+        leg = &self.legs[li]
+        if not leg.active or leg.gen != <uint32_t>(token >> 32):
+            return 0  # an event for a relay removed since epoll_wait returned
+        n = recvmmsg(leg.fd[r], self.rmsgs, BATCH, MSG_DONTWAIT, NULL)
+        if n <= 0:
+            return 0
+        if leg.partner >= 0:
+            out = &self.legs[leg.partner]
+            if out.has_peer[r]:
+                dest = out.peer[r]
+                have_dest = 1
+            elif r == 1 and out.has_peer[0]:
+                dest = out.peer[0]  # RTCP goes to the RTP port + 1 until the peer's RTCP is heard
+                dest.sin_port = htons(ntohs(dest.sin_port) + 1)
+                have_dest = 1
+            arrival_out = _arrival_ns(now_ns, out.tx.clock_rate)
+        arrival_in = _arrival_ns(now_ns, leg.rx.clock_rate)
+        for i in range(n):
+            length = self.rmsgs[i].msg_len
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC or self.rnames[i].sin_family != AF_INET:
+                leg.dropped += 1
+                continue
+            buf = self.rbuf + i * SLOT
+            if r == 0 and not (length >= 2 and buf[1] >= 192 and buf[1] <= 223) and rtp_parse(buf, length, &h):
+                leg.rx.invalid += 1  # not RTP: it neither latches the leg nor goes anywhere
+                leg.dropped += 1
+                continue
+            if not self._accept_source(leg, r, &self.rnames[i]):
+                leg.dropped += 1
+                continue
+            leg.last_rx_ns = now_ns
+            leg.timed_out = 0
+            if r:
+                leg.rx.rtcp += 1
+                kind = KIND_RTCP
+            else:
+                kind = rx_receive(&leg.rx, buf, length, arrival_in, &h, &self.queue, leg.serial, leg.which)
+                if kind == KIND_INVALID:
+                    leg.dropped += 1
+                    continue
+            if not have_dest:
+                leg.dropped += 1
+                continue
+            if kind == KIND_RTP and out.rewrite:
+                tx_rewrite(&out.tx, buf, &h, arrival_out)
+            self.siov[k].iov_base = buf
+            self.siov[k].iov_len = length
+            self.smsgs[k].msg_hdr.msg_name = &dest
+            self.smsgs[k].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            k += 1
+        if self.queue.count and not self.ev_signalled:
+            self._signal()
+        if k == 0:
+            return 0
+        sent = 0
+        while sent < k:
+            s = sendmmsg(out.fd[r], self.smsgs + sent, k - sent, MSG_DONTWAIT)
+            if s > 0:
+                for i in range(sent, sent + s):
+                    out.bytes_sent += self.siov[i].iov_len
+                sent += s
+            elif s < 0 and errno == EINTR:
+                continue
+            elif s < 0 and errno != EAGAIN:
+                out.dropped += 1  # this datagram was refused (e.g. an ICMP error pending): skip it
+                k -= 1
+                if sent < k:
+                    memcpy(&self.siov[sent], &self.siov[sent + 1], (k - sent) * sizeof(iovec))
+            else:
+                break
+        if k > sent:
+            out.dropped += k - sent  # the socket's send buffer is full: drop, never block
+        if r:
+            out.rtcp_sent += sent
+        else:
+            out.sent += sent
+        self.forwarded += sent
+        return sent
+
+    cdef void _signal(self) noexcept nogil:
+        cdef uint64_t one = 1
+        self.ev_signalled = 1
+        write(self.evfd, &one, 8)
+
+    cdef int _accept_source(self, Leg *leg, int r, sockaddr_in *src) noexcept nogil:
+        """Symmetric latching (RFC 4961 §3): may a datagram from ``src`` come in on this leg?"""
+        cdef int same = (leg.peer[r].sin_addr.s_addr == src.sin_addr.s_addr
+                         and leg.peer[r].sin_port == src.sin_port)
+        if leg.has_peer[r] and same:
+            leg.cand_count[r] = 0
+            if not leg.confirmed[r]:
+                leg.confirmed[r] = 1
+                self._push(EV_LATCHED, leg, src.sin_addr.s_addr, ntohs(src.sin_port), r, 0)
+            return 1
+        if not leg.has_peer[r] or not leg.confirmed[r]:
+            # nothing heard yet: the first source that sends is the peer (behind a NAT it is not the SDP's)
+            leg.peer[r] = src[0]
+            leg.has_peer[r] = 1
+            leg.confirmed[r] = 1
+            leg.cand_count[r] = 0
+            self._push(EV_LATCHED, leg, src.sin_addr.s_addr, ntohs(src.sin_port), r, 0)
+            return 1
+        if (leg.cand_count[r] and leg.cand[r].sin_addr.s_addr == src.sin_addr.s_addr
+                and leg.cand[r].sin_port == src.sin_port):
+            leg.cand_count[r] += 1
+        else:
+            leg.cand[r] = src[0]
+            leg.cand_count[r] = 1
+        if leg.cand_count[r] >= leg.relatch_after:
+            leg.peer[r] = src[0]
+            leg.cand_count[r] = 0
+            self._push(EV_LATCHED, leg, src.sin_addr.s_addr, ntohs(src.sin_port), r, 1)
+            return 1
+        return 0
+
+    cdef void _scan_timeouts(self, int64_t now_ns) noexcept nogil:
+        cdef int i
+        cdef Leg *leg
+        self.last_scan_ns = now_ns
+        for i in range(self.nlegs):
+            leg = &self.legs[i]
+            if leg.active and leg.timeout_ns > 0 and not leg.timed_out and now_ns - leg.last_rx_ns >= leg.timeout_ns:
+                leg.timed_out = 1
+                self._push(EV_TIMEOUT, leg, <uint32_t>((now_ns - leg.last_rx_ns) // 1000000), 0, 0, 0)
+        if self.queue.count and not self.ev_signalled:
+            self._signal()
+
+    cdef void _push(self, int kind, Leg *leg, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept nogil:
+        queue_push(&self.queue, kind, leg.serial, leg.which, a, b, c, d)
+
+    # -- helpers for the commands (GIL and mutex held) -------------------------------------------
+
+    def _slot(self, relay_id) -> int:
+        try:
+            return self.relays[relay_id]
+        except KeyError:
+            raise KeyError(f"no relay {relay_id!r}") from None
+
+    def _free_slot(self) -> int:
+        for slot in range(self.nlegs // 2):
+            if not self.legs[2 * slot].active:
+                return slot
+        raise RuntimeError("no free relay slot: the port range is used up")
+
+    def _open_pair(self, port, list fds) -> int:
+        """Bind RTP on an even port and RTCP on the next one; a port None is searched for."""
+        cdef int span = (self.port_max - self.port_min + 1) // 2
+        if port is not None:
+            if port & 1 or not (self.port_min <= port < self.port_max):
+                raise ValueError(f"RTP port {port} must be even and within {self.port_min}-{self.port_max}")
+            if port in self.ports:
+                raise ValueError(f"port {port} is in use by another relay")
+            self._bind_pair(port, fds, True)
+            return port
+        for _ in range(span):
+            candidate = self.port_min + 2 * self.alloc_cursor
+            self.alloc_cursor = (self.alloc_cursor + 1) % span
+            if candidate + 1 > self.port_max or candidate in self.ports:
+                continue
+            if self._bind_pair(candidate, fds, False):
+                return candidate
+        raise RuntimeError(f"no free port pair in {self.port_min}-{self.port_max}")
+
+    def _bind_pair(self, int port, list fds, bint must) -> bool:
+        cdef int fd, r, size = self.socket_buffer
+        cdef sockaddr_in addr
+        opened = []
+        for r in range(2):
+            fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+            if fd < 0:
+                for f in opened:
+                    close(f)
+                raise OSError(errno, os.strerror(errno))
+            if size > 0:
+                setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int))
+                setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int))
+            memset(&addr, 0, sizeof(addr))
+            addr.sin_family = AF_INET
+            addr.sin_port = htons(port + r)
+            addr.sin_addr = self.bind_addr
+            if bind(fd, <sockaddr *>&addr, sizeof(addr)) != 0:
+                err = errno
+                close(fd)
+                for f in opened:
+                    close(f)
+                if must:
+                    raise OSError(err, f"{os.strerror(err)}: {self.host}:{port + r}")
+                return False
+            opened.append(fd)
+        fds.extend(opened)
+        self.ports.add(port)
+        return True
+
+    def _init_leg(self, int i, uint64_t serial, int which, int port, int fd_rtp, int fd_rtcp):
+        cdef Leg *leg = &self.legs[i]
+        cdef uint32_t gen = leg.gen + 1
+        cdef epoll_event ev
+        cdef int r
+        memset(leg, 0, sizeof(Leg))
+        leg.gen = gen
+        leg.serial = serial
+        leg.which = which
+        leg.port = port
+        leg.fd[0] = fd_rtp
+        leg.fd[1] = fd_rtcp
+        leg.partner = -1
+        leg.rx.dtmf_pt = -1
+        leg.last_rx_ns = _monotonic_ns()
+        leg.active = 1
+        for r in range(2):
+            ev.events = EPOLLIN
+            ev.data.u64 = (<uint64_t>gen << 32) | (<uint64_t>i << 1) | <uint64_t>r
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, leg.fd[r], &ev) != 0:
+                raise OSError(errno, os.strerror(errno))
+
+    def _apply(self, int slot, int w, dict values):
+        cdef Leg *leg = &self.legs[2 * slot + w]
+        cdef int r
+        meta = self.meta[slot][w]
+        for name, value in values.items():
+            if name == "peer" or name == "rtcp_peer":
+                r = 0 if name == "peer" else 1
+                if value is None:
+                    leg.has_peer[r] = 0
+                else:
+                    self._address(value, &leg.peer[r])
+                    leg.has_peer[r] = 1
+                leg.confirmed[r] = 0  # the SDP's word: the first source that sends may replace it
+                leg.cand_count[r] = 0
+            elif name == "bridge":
+                self._bridge(2 * slot + w, value)
+            elif name == "ssrc":
+                leg.tx.ssrc = int(value) & 0xFFFFFFFF
+            elif name == "rewrite":
+                leg.rewrite = 1 if value else 0
+            elif name == "dtmf_pt":
+                if value is not None and not 0 <= value <= 127:
+                    raise ValueError(f"dtmf_pt {value} is not an RTP payload type (0-127)")
+                leg.rx.dtmf_pt = -1 if value is None else value
+            elif name == "clock_rate" or name == "ptime_ms":
+                meta[name] = value
+                rate = meta.get("clock_rate", 8000)
+                step = int(rate * meta.get("ptime_ms", 20) // 1000)
+                if rate < 1 or step < 1:
+                    raise ValueError(f"clock_rate {rate} and ptime_ms {meta.get('ptime_ms')} give no packet")
+                leg.rx.clock_rate = leg.tx.clock_rate = rate
+                leg.tx.ts_step = step
+            elif name == "relatch_after":
+                leg.relatch_after = max(1, int(value))
+            elif name == "timeout_ms":
+                leg.timeout_ns = int(value or 0) * 1000000
+                leg.timed_out = 0
+            else:  # codec, one_way_delay_ms: used by the figures
+                meta[name] = value
+
+    cdef int _address(self, object value, sockaddr_in *out) except -1:
+        host, port = value
+        memset(out, 0, sizeof(sockaddr_in))
+        out.sin_family = AF_INET
+        if inet_pton(AF_INET, str(host).encode("ascii"), &out.sin_addr) != 1:
+            raise ValueError(f"{host!r} is not an IPv4 address")
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"port {port} is out of range")
+        out.sin_port = htons(int(port))
+        return 0
+
+    def _bridge(self, int i, value):
+        cdef Leg *leg = &self.legs[i]
+        cdef int j
+        if leg.partner >= 0 and self.legs[leg.partner].partner == i:
+            self.legs[leg.partner].partner = -1
+        leg.partner = -1
+        if value is None:
+            return
+        other_id, other_leg = value
+        if other_leg not in LEGS:
+            raise ValueError(f"leg {other_leg!r} is not 'a' or 'b'")
+        j = 2 * self._slot(other_id) + LEGS.index(other_leg)
+        if j == i:
+            raise ValueError("a leg cannot be bridged to itself")
+        if self.legs[j].partner >= 0 and self.legs[j].partner != i:
+            self.legs[self.legs[j].partner].partner = -1
+        leg.partner = j
+        self.legs[j].partner = i
+
+    def _figures(self, int slot) -> dict:
+        cdef Leg *leg
+        out = {}
+        for w in range(2):
+            leg = &self.legs[2 * slot + w]
+            counters = _receiver_counters(&leg.rx)
+            counters["packets_sent"] = leg.sent
+            counters["bytes_sent"] = leg.bytes_sent
+            counters["packets_dropped"] = leg.dropped
+            counters["rtcp_sent"] = leg.rtcp_sent
+            meta = self.meta[slot][w]
+            out[LEGS[w]] = leg_figures(counters, clock_rate=leg.rx.clock_rate, ptime_ms=meta.get("ptime_ms", 20),
+                                       codec=meta.get("codec", "PCMU"),
+                                       one_way_delay_ms=meta.get("one_way_delay_ms", 0.0))
+        return out
