@@ -29,11 +29,16 @@ __all__ = [
     "Config",
     "ConfigError",
     "ListenAddress",
+    "CallsConfig",
     "LimitsConfig",
+    "MediaConfig",
     "NodeConfig",
+    "Route",
+    "ROUTE_TARGETS",
     "RegistrarConfig",
     "SipConfig",
     "SipTimers",
+    "Trunk",
     "User",
     "DIGEST_ALGORITHMS",
     "decode_config",
@@ -182,6 +187,75 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """[limits]: hard caps that keep a flood from eating the node's memory."""
 
     max_transactions: PositiveInt = 100000
+    # Calls (channels) up at once on this node; past it a new call is refused 503 with
+    # Retry-After and counted as refused (call loss).
+    max_calls: PositiveInt = 1000
+
+
+class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[media]: where the switch anchors RTP (RFC 3264 answers carry this address and a port of
+    the range) and the codecs it offers and accepts, by RTP/AVP encoding name (RFC 3551 §6)."""
+
+    address: str = "127.0.0.1"
+    # Each leg takes an even RTP port and the odd one above it for RTCP (RFC 3550 §11).
+    rtp_port_min: Annotated[int, msgspec.Meta(ge=1024, le=65534)] = 20000
+    rtp_port_max: Annotated[int, msgspec.Meta(ge=1025, le=65535)] = 30000
+    codecs: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
+
+
+class Trunk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[[trunks]]: a SIP peer (carrier or PBX) calls go to and come from."""
+
+    name: str
+    # Where calls to the trunk are sent: HOST:PORT ([IPv6]:PORT).
+    address: str
+    # Source addresses or CIDR blocks whose INVITEs count as this trunk's; empty: the host of
+    # ``address`` only.
+    allowed: tuple[str, ...] = ()
+    # Digest credentials for the trunk's challenges to our INVITEs (RFC 3261 §22.2).
+    username: str | None = None
+    password: str | None = None
+    # Codecs on this trunk; none given: media.codecs.
+    codecs: tuple[str, ...] | None = None
+    # Calls up at once through this trunk, both ways; none given: no limit but limits.max_calls.
+    channels: PositiveInt | None = None
+
+
+# What a route can send a call to; ivr and queue are accepted before those layers exist.
+ROUTE_TARGETS = ("user", "trunk", "ivr", "queue")
+
+
+class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[[routes]]: which dialled numbers (the Request-URI's user part) go where. The first route
+    that matches, in file order, wins."""
+
+    name: str
+    pattern: str
+    # "user:NAME", "trunk:NAME", "ivr:NAME" or "queue:NAME".
+    target: str
+    match: Literal["exact", "prefix", "regex"] = "prefix"
+    # Only calls from this source: a trunk's name, or "users" (a registered user's phone).
+    source: str | None = msgspec.field(default=None, name="from")
+    # The number sent on: ``strip`` leading characters removed, then ``prepend`` put in front.
+    strip: Annotated[int, msgspec.Meta(ge=0)] = 0
+    prepend: str = ""
+
+    @property
+    def target_kind(self) -> str:
+        return self.target.partition(":")[0]
+
+    @property
+    def target_name(self) -> str:
+        return self.target.partition(":")[2]
+
+
+class CallsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[calls]: how long a call may ring and last, in seconds."""
+
+    # No answer within this: the caller gets 480 and the callee a CANCEL.
+    ring_timeout: Seconds = 60.0
+    # An answered call is hung up (BYE both ways) after this.
+    max_duration: Seconds = 4 * 3600.0
 
 
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -207,12 +281,22 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sip: SipConfig = msgspec.field(default_factory=SipConfig)
     registrar: RegistrarConfig = msgspec.field(default_factory=RegistrarConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    media: MediaConfig = msgspec.field(default_factory=MediaConfig)
+    calls: CallsConfig = msgspec.field(default_factory=CallsConfig)
     users: tuple[User, ...] = ()
+    trunks: tuple[Trunk, ...] = ()
+    routes: tuple[Route, ...] = ()
 
     def user(self, name: str) -> User | None:
         for user in self.users:
             if user.name == name:
                 return user
+        return None
+
+    def trunk(self, name: str) -> Trunk | None:
+        for trunk in self.trunks:
+            if trunk.name == name:
+                return trunk
         return None
 
 
@@ -488,6 +572,138 @@ def _rule_user_display(config: Config, user: User, here: str, error: Report, fir
         error(f"{here}.display_name", "must not contain quotes, backslashes or control characters")
 
 
+def _rule_media(config: Config, error: Report) -> None:
+    media = config.media
+    try:
+        ipaddress.ip_address(media.address)
+    except ValueError:
+        error("media.address", f"{_describe(media.address)} is not an IP address (SDP c= lines carry it)")
+    _check_codecs(media.codecs, "media.codecs", error)
+    low, high = media.rtp_port_min, media.rtp_port_max
+    if low % 2:
+        error("media.rtp_port_min", f"must be even (RTP takes even ports, RTCP the odd one above: RFC 3550 §11), got {low}")
+    if high - low < 3:
+        error("media.rtp_port_min", f"must leave room for at least one call (two port pairs) below media.rtp_port_max ({low}, {high})")
+
+
+def _check_codecs(codecs: tuple[str, ...], here: str, error: Report) -> None:
+    if not codecs:
+        error(here, "needs at least one codec")
+    seen: dict[str, int] = {}
+    for i, codec in enumerate(codecs):
+        if codec is None:
+            continue
+        if not codec or any(c.isspace() or c == "/" for c in codec):
+            error(f"{here}[{i}]", f"{_describe(codec)} is not an encoding name (as PCMU, PCMA, telephone-event)")
+        elif codec.lower() in seen:
+            error(f"{here}[{i}]", f'"{codec}" is listed twice')
+        seen.setdefault(codec.lower(), i)
+
+
+def _rule_trunks(config: Config, error: Report) -> None:
+    first: dict[str, int] = {}
+    for i, trunk in enumerate(config.trunks):
+        if trunk is None:
+            continue
+        here = f"trunks[{i}]"
+        for check in (_trunk_name, _trunk_address, _trunk_allowed, _trunk_auth, _trunk_codecs):
+            try:
+                check(trunk, here, error, first, i)
+            except _Missing:
+                pass
+
+
+def _trunk_name(trunk: Trunk, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", trunk.name):
+        error(f"{here}.name", f"{_describe(trunk.name)} is not a name (up to 64 of A-Z a-z 0-9 _ . -)")
+    elif trunk.name in first:
+        error(f"{here}.name", f'duplicate trunk "{trunk.name}" (first at trunks[{first[trunk.name]}])')
+    first.setdefault(trunk.name, i)
+
+
+def _trunk_address(trunk: Trunk, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    try:
+        parse_host_port(trunk.address)
+    except ValueError as exc:
+        error(f"{here}.address", f"{_describe(trunk.address)}: {exc}")
+
+
+def _trunk_allowed(trunk: Trunk, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    for j, source in enumerate(trunk.allowed):
+        if source is None:
+            continue
+        try:
+            ipaddress.ip_network(source, strict=False)
+        except ValueError:
+            error(f"{here}.allowed[{j}]", f"{_describe(source)} is not an IP address or CIDR block")
+
+
+def _trunk_auth(trunk: Trunk, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    if (trunk.username is None) != (trunk.password is None):
+        error(here, "give both username and password for the trunk's digest challenges, or neither")
+    for key in ("username", "password"):
+        value = getattr(trunk, key)
+        if value is not None and (not value or _has_control_or_quote(value)):
+            error(f"{here}.{key}", "must be non-empty text without quotes, backslashes or control characters")
+
+
+def _trunk_codecs(trunk: Trunk, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    if trunk.codecs is not None:
+        _check_codecs(trunk.codecs, f"{here}.codecs", error)
+
+
+def _rule_routes(config: Config, error: Report) -> None:
+    first: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        if route is None:
+            continue
+        here = f"routes[{i}]"
+        for check in (_route_name, _route_pattern, _route_target, _route_source, _route_prepend):
+            try:
+                check(config, route, here, error, first, i)
+            except _Missing:
+                pass
+
+
+def _route_name(config: Config, route: Route, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    if not route.name:
+        error(f"{here}.name", "must not be empty")
+    elif route.name in first:
+        error(f"{here}.name", f'duplicate route "{route.name}" (first at routes[{first[route.name]}])')
+    first.setdefault(route.name, i)
+
+
+def _route_pattern(config: Config, route: Route, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    if route.match == "regex":
+        try:
+            re.compile(route.pattern)
+        except re.error as exc:
+            error(f"{here}.pattern", f"not a regular expression: {exc}")
+    elif not route.pattern and route.match == "exact":
+        error(f"{here}.pattern", "an exact route needs a number to match")
+
+
+def _route_target(config: Config, route: Route, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    kind, sep, name = route.target.partition(":")
+    if not sep or kind not in ROUTE_TARGETS or not name:
+        choices = ", ".join(f'"{k}:NAME"' for k in ROUTE_TARGETS)
+        error(f"{here}.target", f"expected one of {choices}, got {_describe(route.target)}")
+    elif kind == "user" and config.user(name) is None:
+        error(f"{here}.target", f'no user "{name}" in [[users]]')
+    elif kind == "trunk" and config.trunk(name) is None:
+        error(f"{here}.target", f'no trunk "{name}" in [[trunks]]')
+
+
+def _route_source(config: Config, route: Route, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    if route.source is not None and route.source != "users" and config.trunk(route.source) is None:
+        error(f"{here}.from", f'expected "users" or the name of a trunk in [[trunks]], got {_describe(route.source)}')
+
+
+def _route_prepend(config: Config, route: Route, here: str, error: Report, first: dict[str, int], i: int) -> None:
+    if route.prepend and not _USER_NAME.match(route.prepend):
+        error(f"{here}.prepend", f"{_describe(route.prepend)} cannot go in a SIP user part")
+
+
 # The rules that span keys, each skipped when a key it reads failed to decode. A new section
 # adds its own here.
 _RULES: tuple[Callable[[Config, Report], None], ...] = (
@@ -499,6 +715,9 @@ _RULES: tuple[Callable[[Config, Report], None], ...] = (
     _rule_algorithms,
     _rule_domains,
     _rule_users,
+    _rule_media,
+    _rule_trunks,
+    _rule_routes,
 )
 
 _TOML_POSITION = re.compile(r"^(?P<problem>.*?) \((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$")

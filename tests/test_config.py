@@ -142,7 +142,8 @@ def test_unknown_key_suggests_the_close_one():
 
 
 def test_unknown_section_is_an_error():
-    assert errors_of("[trunk]\nname = 'x'\n") == ["site.toml: trunk: unknown key"]
+    assert errors_of("[trunk]\nname = 'x'\n") == ['site.toml: trunk: unknown key (did you mean "trunks"?)']
+    assert errors_of("[dialplan]\nname = 'x'\n") == ["site.toml: dialplan: unknown key"]
 
 
 def test_every_error_is_reported_at_once():
@@ -269,3 +270,81 @@ def errors_of_bytes(data: bytes) -> list[str]:
     with pytest.raises(ConfigError) as info:
         decode_config(data, "site.toml")
     return info.value.errors
+
+
+# --- calls: media, limits, trunks, routes ---------------------------------------------------------
+
+
+def test_call_sections_defaults():
+    c = default_config()
+    assert (c.media.address, c.media.rtp_port_min, c.media.rtp_port_max) == ("127.0.0.1", 20000, 30000)
+    assert c.media.codecs == ("PCMU", "PCMA", "telephone-event")
+    assert (c.calls.ring_timeout, c.calls.max_duration) == (60.0, 14400.0)
+    assert c.limits.max_calls == 1000
+    assert c.trunks == () and c.routes == ()
+
+
+def test_example_trunk_and_routes_decode():
+    c = decode_config(EXAMPLE.read_bytes(), EXAMPLE.name)
+    carrier = c.trunk("carrier")
+    assert (carrier.address, carrier.allowed, carrier.channels) == ("127.0.0.1:5080", ("127.0.0.1/32",), 30)
+    outbound = c.routes[1]
+    assert (outbound.source, outbound.strip, outbound.prepend) == ("users", 1, "+49")
+    assert (outbound.target_kind, outbound.target_name) == ("trunk", "carrier")
+    assert c.routes[0].match == "exact" and c.trunk("nobody") is None
+
+
+_TRUNK = '[[trunks]]\nname = "t1"\naddress = "127.0.0.1:5080"\n'
+_USER = '[[users]]\nname = "1001"\npassword = "p"\n'
+
+
+@pytest.mark.parametrize(
+    "text, problems",
+    [
+        ('[[routes]]\nname = "r"\npattern = "1"\ntarget = "trunk:t9"\n',
+         ['routes[0].target: no trunk "t9" in [[trunks]]']),
+        ('[[routes]]\nname = "r"\npattern = "1"\ntarget = "user:2002"\n',
+         ['routes[0].target: no user "2002" in [[users]]']),
+        ('[[routes]]\nname = "r"\npattern = "1"\ntarget = "pstn"\n',
+         ['routes[0].target: expected one of "user:NAME", "trunk:NAME", "ivr:NAME", "queue:NAME", got "pstn"']),
+        (_TRUNK + '[[routes]]\nname = "r"\npattern = "1"\ntarget = "trunk:t1"\nfrom = "t2"\n',
+         ['routes[0].from: expected "users" or the name of a trunk in [[trunks]], got "t2"']),
+        ('[[routes]]\nname = "r"\nmatch = "regex"\npattern = "(1"\ntarget = "queue:sales"\n',
+         ["routes[0].pattern: not a regular expression: missing ), unterminated subpattern at position 0"]),
+        ('[[routes]]\nname = "r"\nmatch = "glob"\npattern = "1"\ntarget = "ivr:main"\n',
+         ['routes[0].match: expected one of "exact", "prefix", "regex", got "glob"']),
+        ('[[routes]]\nname = "r"\npattern = "1"\ntarget = "ivr:main"\nstrip = -1\n',
+         ["routes[0].strip: must be at least 0, got -1"]),
+        ('[[routes]]\nname = "r"\npattern = "1"\ntarget = "ivr:a"\n[[routes]]\nname = "r"\npattern = "2"\ntarget = "ivr:b"\n',
+         ['routes[1].name: duplicate route "r" (first at routes[0])']),
+        ('[[routes]]\nname = "r"\ntarget = "ivr:a"\n', ["routes[0].pattern: missing (this key is required)"]),
+        (_TRUNK + _TRUNK, ['trunks[1].name: duplicate trunk "t1" (first at trunks[0])']),
+        ('[[trunks]]\nname = "t1"\naddress = "127.0.0.1"\n', ['trunks[0].address: "127.0.0.1": expected HOST:PORT']),
+        (_TRUNK + 'allowed = ["10.0.0.0/8", "10.0.0.300"]\n',
+         ['trunks[0].allowed[1]: "10.0.0.300" is not an IP address or CIDR block']),
+        (_TRUNK + 'username = "u"\n',
+         ["trunks[0]: give both username and password for the trunk's digest challenges, or neither"]),
+        (_TRUNK + 'channels = 0\n', ["trunks[0].channels: must be at least 1, got 0"]),
+        (_TRUNK + 'codecs = []\n', ["trunks[0].codecs: needs at least one codec"]),
+        ('[media]\naddress = "localhost"\n',
+         ['media.address: "localhost" is not an IP address (SDP c= lines carry it)']),
+        ('[media]\nrtp_port_min = 20001\n',
+         ["media.rtp_port_min: must be even (RTP takes even ports, RTCP the odd one above: RFC 3550 §11), got 20001"]),
+        ('[media]\nrtp_port_min = 30000\nrtp_port_max = 30001\n',
+         ["media.rtp_port_min: must leave room for at least one call (two port pairs) below media.rtp_port_max (30000, 30001)"]),
+        ('[media]\ncodecs = ["PCMU", "pcmu"]\n', ['media.codecs[1]: "pcmu" is listed twice']),
+        ('[calls]\nring_timeout = 0\n', ["calls.ring_timeout: must be greater than 0, got 0"]),
+        ('[limits]\nmax_calls = 0\n', ["limits.max_calls: must be at least 1, got 0"]),
+    ],
+)
+def test_call_section_problems(text, problems):
+    assert errors_of(text) == [f"site.toml: {p}" for p in problems]
+
+
+def test_routes_naming_configured_users_and_trunks_are_valid():
+    text = _USER + _TRUNK + (
+        '[[routes]]\nname = "in"\nmatch = "exact"\npattern = "1001"\ntarget = "user:1001"\nfrom = "t1"\n'
+        '[[routes]]\nname = "out"\npattern = "9"\nstrip = 1\ntarget = "trunk:t1"\nfrom = "users"\n'
+    )
+    c = decode_config(text.encode(), "site.toml")
+    assert [(r.name, r.source, r.target) for r in c.routes] == [("in", "t1", "user:1001"), ("out", "users", "trunk:t1")]

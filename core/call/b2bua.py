@@ -1,0 +1,728 @@
+"""The B2BUA: a call is two INVITE sessions, leg A (we are its UAS) and leg B (we are its UAC),
+bridged by the switch, with the media of both anchored on the switch. Sans-IO, on the session layer.
+
+What it does with a new INVITE (leg A): routes it (``core/call/routes.py``) to a registered user's
+phone (the registrar's first binding) or a trunk; checks the channel limits (per trunk and per node:
+over a limit the caller gets 503 with Retry-After and the call counts as refused, the call-loss of
+the KPIs); takes a pair of RTP ports for each leg; and sends leg B's INVITE with A's offer anchored
+on the switch (RFC 3264 §8 through ``core/sdp.py``: our address, leg B's port, our own o= line).
+Then it relays: provisional responses (180, 183 with its SDP anchored on leg A's port), the 2xx
+(B's answer anchored for A; both legs ACKed: the session layer ACKs B, A ACKs us), failures mapped
+for the caller (486/600 → 486, 408 and the ring timeout → 480, 404 → 404, 5xx and transport
+failures → 503, 3xx and 401/407 — which name B's side — → 480 and 503, others as they are),
+CANCEL (RFC 3261 §9: CANCEL to B, 487 to A), BYE either way (§15), re-INVITEs (§14: hold and
+resume, the offer anchored each way; an offer-less re-INVITE is answered from the switch's side with
+the description it last sent, RFC 3264 §8) and the call's time limits (ring timeout: 480 and a
+CANCEL; maximum duration: BYE both ways).
+
+For the media engine it emits ``MediaBridge`` (ports of both legs and where each leg's far end
+receives, from the SDP) when the media path is known — B's first answer, in a 183 or the 2xx — and
+again when a re-INVITE moves it; ``MediaRelease`` when the call ends. ``CallSummary`` closes every
+call (the CDR writer's input): who called whom, through which route, trunk or user, the times of
+offer, answer and end, disposition, who hung up and the status the caller got.
+
+Events the B2BUA consumes come from the session layer (``SessionLayer.next_event``); it is fed the
+transaction layer's events through ``handle_event(event, now)`` and drains the session layer's queue
+itself. Its timers sit on the transaction layer's wheel as ``(call, name)`` items.
+"""
+from __future__ import annotations
+
+import secrets
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from core.call.routes import Router, RouteMatch, TrunkSources, dialled_number
+from core.config import Config, parse_host_port
+from core.errors import LocalProtocolError, ProtocolError
+from core.sdp import (
+    AUXILIARY_FORMATS,
+    OfferAnswerError,
+    Originator,
+    SessionDescription,
+    intersect,
+    parse_sdp,
+)
+from core.sip.addr import Peer
+from core.sip.session import (
+    CONFIRMED,
+    TERMINATED,
+    CallAnswered,
+    CallCancelled,
+    CallConfirmed,
+    CallEnded,
+    CallFailed,
+    IncomingCall,
+    InDialogRequest,
+    InviteSession,
+    ProvisionalReceived,
+    ReinviteAnswered,
+    ReinviteConfirmed,
+    ReinviteReceived,
+    SessionLayer,
+)
+from core.sip.message import build_response
+from core.sip.uri import parse_name_addr
+
+__all__ = [
+    "B2BUA",
+    "Call",
+    "CallSummary",
+    "MediaBridge",
+    "MediaRelease",
+    "PortAllocator",
+    "map_failure",
+]
+
+# Call states.
+ROUTING = "Routing"  # leg A arrived, leg B not yet sent
+CALLING = "Calling"  # leg B's INVITE sent
+EARLY = "Early"  # B sent a provisional response
+ANSWERED = "Answered"  # B answered, A's ACK not yet in
+CONFIRMED_CALL = "Confirmed"
+ENDED = "Ended"
+
+# Dispositions of a call, as the CDR and the KPIs count them.
+ANSWERED_D = "answered"
+BUSY = "busy"
+NO_ANSWER = "no answer"
+CANCELLED = "cancelled"  # the caller hung up before the answer
+FAILED = "failed"  # B's side failed (5xx, timeout, transport, bad SDP)
+REFUSED = "refused"  # over a channel limit, or no media ports: the call-loss of Erlang B
+NO_ROUTE = "no route"
+REJECTED = "rejected"  # any other final status (403, 488, 603 ...)
+
+# Who hung up.
+CALLER = "caller"
+CALLEE = "callee"
+SWITCH = "switch"
+
+# Timers on the wheel.
+RING_TIMEOUT = "ring timeout"
+MAX_DURATION = "max duration"
+
+# Seconds a refused caller is told to wait (RFC 3261 §20.33).
+RETRY_AFTER = "5"
+
+
+# -- events for the media engine and the CDR writer ------------------------------------------------
+@dataclass(slots=True, frozen=True)
+class MediaBridge:
+    """Relay between the legs: the switch receives leg A's RTP on ``leg_a_port`` and sends it to
+    ``leg_b_remote``; leg B's on ``leg_b_port``, sent to ``leg_a_remote``. Emitted again when a
+    re-INVITE changes where a leg receives."""
+
+    call_id: str
+    leg_a_port: int
+    leg_a_remote: tuple[str, int]
+    leg_b_port: int
+    leg_b_remote: tuple[str, int]
+
+
+@dataclass(slots=True, frozen=True)
+class MediaRelease:
+    """The call is over: stop relaying and free its ports."""
+
+    call_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class CallSummary:
+    """One call, at its end (what the CDR writer records). Times are the ``now`` of each moment;
+    ``answered_at`` is None for a call never answered. ``status`` is the final status leg A got."""
+
+    call_id: str
+    caller: str
+    callee: str
+    route: str | None
+    target: str | None  # "user:1001", "trunk:carrier", ...
+    trunk: str | None  # the trunk the call came in or went out on (outbound wins for a hairpin)
+    user: str | None  # the registered user called
+    source: str | None  # trunk name, "users" or None
+    offered_at: float
+    answered_at: float | None
+    ended_at: float
+    disposition: str
+    hangup_by: str | None
+    status: int
+
+
+def map_failure(status: int) -> tuple[int, str | None]:
+    """What the caller gets for leg B's final failure ``status`` (408: timeout, 503: transport)."""
+    if status in (486, 600):
+        return 486, "Busy Here"
+    if status == 408:
+        return 480, "Temporarily Unavailable"
+    if status == 404:
+        return 404, "Not Found"
+    if 500 <= status < 600:
+        return 503, "Service Unavailable"
+    if 300 <= status < 400:
+        # A redirect names B's side of the switch; the caller could not follow it.
+        return 480, "Temporarily Unavailable"
+    if status in (401, 407):
+        # B challenged the switch, not the caller.
+        return 503, "Service Unavailable"
+    return status, None
+
+
+def _disposition(status: int) -> str:
+    if status == 486:
+        return BUSY
+    if status == 480:
+        return NO_ANSWER
+    if status == 503:
+        return FAILED
+    return REJECTED
+
+
+class PortAllocator:
+    """RTP ports of one worker: an even port (RTP) and the odd one above (RTCP, RFC 3550 §11) per
+    leg, from ``[low, high]``. Freed ports go to the back of the queue, so a port is not reused while
+    stray packets of its last call may still arrive."""
+
+    def __init__(self, low: int, high: int):
+        first = low + (low % 2)
+        self._free: deque[int] = deque(range(first, high, 2))  # port + 1 <= high
+        self._taken: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+    def allocate(self) -> int | None:
+        if not self._free:
+            return None
+        port = self._free.popleft()
+        self._taken.add(port)
+        return port
+
+    def release(self, port: int | None) -> None:
+        if port is not None and port in self._taken:
+            self._taken.remove(port)
+            self._free.append(port)
+
+
+def _restrict(offer: SessionDescription, supported: set[str]) -> SessionDescription:
+    """The offer with each RTP stream's formats cut to the codecs we support (RFC 3264 §5.1); a
+    stream left with nothing, or with only telephone-event/CN where voice was offered, is disabled
+    (port 0). Raises OfferAnswerError (488) when no active stream is left."""
+    out = offer.copy()
+    active = 0
+    for m in out.media:
+        if m.port == 0 or not m.is_rtp:
+            continue
+        offered = m.codecs()
+        chosen = [c for c in offered if c.name.lower() in supported]
+        voice = any(c.name.lower() not in AUXILIARY_FORMATS for c in chosen)
+        if not chosen or (not voice and any(c.name.lower() not in AUXILIARY_FORMATS for c in offered)):
+            m.port = 0
+            continue
+        keep = {str(c.pt) for c in chosen}
+        m.formats = [f for f in m.formats if f in keep]
+        m.attributes = [(k, v) for k, v in m.attributes
+                        if k not in ("rtpmap", "fmtp") or (v or "").split(" ", 1)[0] in keep]
+        active += 1
+    if not active:
+        names = sorted({c.name for m in offer.media for c in m.codecs()}) or ["no known codec"]
+        raise OfferAnswerError(f"Not Acceptable Here: no common codec (offered {', '.join(names)})")
+    return out
+
+
+class Leg:
+    """One side of a call: its INVITE session, its RTP port on the switch, where its far end
+    receives, and the switch's o= line towards it."""
+
+    __slots__ = ("session", "port", "remote", "origin", "last_sdp")
+
+    def __init__(self, session: InviteSession | None, port: int):
+        self.session = session
+        self.port = port
+        self.remote: tuple[str, int] | None = None
+        self.origin = Originator(secrets.randbelow(2**31))
+        self.last_sdp: bytes = b""  # the description the switch last sent this leg
+
+
+class Call:
+    """Two legs bridged by the switch; see the module's description."""
+
+    __slots__ = ("b2bua", "id", "state", "a", "b", "route", "source", "trunks", "user", "caller",
+                 "callee", "offered_at", "answered_at", "timer", "offer_a", "offer_b", "bridged",
+                 "reinvite_from", "reinvite_offer", "cancelled", "hangup_by", "supported")
+
+    def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
+        self.b2bua = b2bua
+        self.id = a.call_id
+        self.state = ROUTING
+        self.a: Leg | None = None
+        self.b: Leg | None = None
+        self.route: RouteMatch | None = None
+        self.source: str | None = None
+        self.trunks: list[str] = []  # trunks this call holds a channel of
+        self.user: str | None = None
+        self.caller = ""
+        self.callee = ""
+        self.offered_at = now
+        self.answered_at: float | None = None
+        self.timer = None
+        self.offer_a: SessionDescription | None = None  # A's offer as received
+        self.offer_b: SessionDescription | None = None  # the offer we sent B (anchored)
+        self.bridged: tuple | None = None  # the last MediaBridge's remotes
+        self.reinvite_from: Leg | None = None  # the leg whose re-INVITE is being relayed
+        self.reinvite_offer: SessionDescription | None = None  # the offer we relayed (anchored)
+        self.cancelled = False
+        self.hangup_by: str | None = None
+        self.supported: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.state}>"
+
+    def on_timer(self, name: str, now: float) -> None:
+        self.timer = None
+        self.b2bua._call_timer(self, name, now)
+
+
+class B2BUA:
+    """Every call of one worker. ``config`` gives routes, trunks, limits and media settings;
+    ``registrar`` answers where a user's phones are (``lookup(user, now)``)."""
+
+    def __init__(self, config: Config, sessions: SessionLayer, registrar: Any, *,
+                 ports: PortAllocator | None = None):
+        self.config = config
+        self.sessions = sessions
+        self.registrar = registrar
+        self.wheel = sessions.wheel
+        self.router = Router(config.routes)
+        self.sources = TrunkSources(config.trunks)
+        media = config.media
+        self.address = media.address
+        self.ports = ports or PortAllocator(media.rtp_port_min, media.rtp_port_max)
+        self.calls: dict[str, Call] = {}  # live calls by leg A's Call-ID
+        self._by_session: dict[InviteSession, Call] = {}
+        self._trunk_calls: Counter[str] = Counter()
+        self._events: deque = deque()
+        self.draining = False
+        # Counters for the logs and the KPIs: calls offered, answered, refused for lack of
+        # channels (call loss), and ended otherwise.
+        self.stats = Counter(offered=0, answered=0, refused=0, failed=0, cancelled=0)
+
+    # -- the face ---------------------------------------------------------------------------------
+    def handle_event(self, event: Any, now: float) -> bool:
+        """A transaction-layer event: the session layer's if it is about an INVITE session (False
+        otherwise); what the sessions then report is acted on at once."""
+        taken = self.sessions.handle_event(event, now)
+        self.process(now)
+        return taken
+
+    def process(self, now: float) -> None:
+        """Act on every event the session layer has queued (its own timers queue some too)."""
+        for _ in range(100_000):
+            event = self.sessions.next_event()
+            if event is None:
+                return
+            try:
+                self._session_event(event, now)
+            except ProtocolError:
+                # A leg in a state where the relayed action no longer fits (a race with the peer):
+                # the sessions have already answered what the protocol requires.
+                pass
+
+    def next_event(self):
+        """MediaBridge, MediaRelease and CallSummary events, in order."""
+        return self._events.popleft() if self._events else None
+
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    def drain(self, now: float) -> None:
+        """The node is stopping: unanswered calls get 503 (and their B legs a CANCEL), answered ones
+        a BYE on both legs; new calls are refused 503."""
+        self.draining = True
+        for call in list(self.calls.values()):
+            if call.state in (ROUTING, CALLING, EARLY):
+                self._fail_a(call, now, 503, "Shutting Down", FAILED, SWITCH,
+                             headers=[("Retry-After", RETRY_AFTER)])
+            else:
+                self._hang_up(call, now, SWITCH)
+        self.process(now)
+
+    # -- session events ---------------------------------------------------------------------------
+    def _session_event(self, event: Any, now: float) -> None:
+        if isinstance(event, IncomingCall):
+            self._incoming(event.session, event.msg, now)
+            return
+        session = event.session
+        call = self._by_session.get(session)
+        if call is None:
+            if isinstance(event, InDialogRequest):
+                self._reply(event.tx, event.msg, 481, now)
+            return
+        if call.state == ENDED:
+            # What a leg still says after the call ended (a 2xx crossing our CANCEL is ACKed and
+            # BYEd by the session itself): nothing to relay.
+            if session.state == TERMINATED:
+                self._by_session.pop(session, None)
+            if isinstance(event, InDialogRequest):
+                self._reply(event.tx, event.msg, 481, now)
+            return
+        is_a = session is call.a.session
+        if isinstance(event, ProvisionalReceived):
+            self._provisional(call, event.msg, now)
+        elif isinstance(event, CallAnswered):
+            self._answered(call, event.msg, now)
+        elif isinstance(event, CallConfirmed):
+            if is_a and call.state == ANSWERED:
+                call.state = CONFIRMED_CALL
+        elif isinstance(event, CallFailed):
+            self._b_failed(call, event.status, now)
+        elif isinstance(event, CallCancelled):
+            self._cancelled(call, now)
+        elif isinstance(event, CallEnded):
+            other = call.b if is_a else call.a
+            by = (CALLER if is_a else CALLEE) if event.reason == "BYE" else SWITCH
+            if other is not None and other.session is not None:
+                other.session.bye(now)
+            self._finish(call, now, ANSWERED_D, 200, by)
+        elif isinstance(event, ReinviteReceived):
+            self._reinvite(call, call.a if is_a else call.b, event.msg, now)
+        elif isinstance(event, ReinviteAnswered):
+            self._reinvite_answered(call, call.a if is_a else call.b, event.status, event.msg, now)
+        elif isinstance(event, ReinviteConfirmed):
+            pass
+        elif isinstance(event, InDialogRequest):
+            # INFO, UPDATE, ...: not relayed yet (RFC 3261 §8.2.1 names what we serve).
+            self._reply(event.tx, event.msg, 501, now)
+
+    # -- a new call -------------------------------------------------------------------------------
+    def _incoming(self, a: InviteSession, msg: Any, now: float) -> None:
+        call = Call(self, a, now)
+        self.stats["offered"] += 1
+        call.callee = dialled_number(msg.uri)
+        try:
+            call.caller = parse_name_addr(msg.from_).uri.user or ""
+        except ValueError:
+            call.caller = ""
+        call.a = Leg(a, 0)
+        if self.draining:
+            self._refuse(call, now, 503, "Shutting Down")
+            return
+        if len(self.calls) >= self.config.limits.max_calls:
+            self._refuse(call, now, 503, "Too Many Calls")
+            return
+        host = a.invite_tx.peer.host  # the packet's source address (RFC 3261 §18.2.2 received)
+        trunk_in = self.sources.trunk_for(host)
+        if trunk_in is not None:
+            call.source = trunk_in.name
+        elif call.caller and any(b.received.host == host for b in self.registrar.lookup(call.caller, now)):
+            call.source = "users"
+        match = self.router.lookup(call.callee, call.source)
+        call.route = match
+        if match is None:
+            self._reject_new(call, now, 404, "No Route", NO_ROUTE)
+            return
+        if match.kind in ("ivr", "queue"):
+            self._reject_new(call, now, 480, "Not Yet Served", REJECTED)
+            return
+        trunks = [trunk_in] if trunk_in is not None else []
+        trunk_out = self.config.trunk(match.name) if match.kind == "trunk" else None
+        if trunk_out is not None:
+            trunks.append(trunk_out)
+        for trunk in trunks:
+            if trunk.channels is not None and self._trunk_calls[trunk.name] >= trunk.channels:
+                self._refuse(call, now, 503, "Trunk Busy")
+                return
+        codecs = (trunk_out.codecs if trunk_out is not None and trunk_out.codecs
+                  else self.config.media.codecs)
+        call.supported = {c.lower() for c in codecs}
+        if match.kind == "user":
+            call.user = match.name
+            bindings = self.registrar.lookup(match.name, now)
+            if not bindings:
+                self._reject_new(call, now, 480, "Temporarily Unavailable", NO_ANSWER)
+                return
+            binding = bindings[0]
+            target = binding.contact
+            peer = binding.received  # behind NAT, where the REGISTER came from is what works
+        else:
+            host_out, port_out = parse_host_port(trunk_out.address)
+            h = f"[{host_out}]" if ":" in host_out else host_out
+            target = f"sip:{match.number}@{h}:{port_out}" if match.number else f"sip:{h}:{port_out}"
+            peer = Peer("udp", host_out, port_out)
+        # SDP: A's offer cut to our codecs, anchored on leg B's port (RFC 3264 §8).
+        if not msg.body:
+            # An offer-less INVITE would need the offer in the 2xx and the answer in the ACK of both
+            # legs at once; not served yet.
+            self._reject_new(call, now, 488, "Offer Required", REJECTED)
+            return
+        try:
+            call.offer_a = parse_sdp(msg.body)
+            restricted = _restrict(call.offer_a, call.supported)
+            call.a.remote = call.offer_a.rtp_address()
+        except ProtocolError as exc:
+            self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
+            return
+        port_a = self.ports.allocate()
+        port_b = self.ports.allocate()
+        if port_a is None or port_b is None:
+            self.ports.release(port_a)
+            self.ports.release(port_b)
+            self._refuse(call, now, 503, "No Media Ports")
+            return
+        call.a.port = port_a
+        call.b = Leg(None, port_b)
+        call.offer_b = call.b.origin.anchor(restricted, address=self.address, port=port_b)
+        body = call.offer_b.serialize()
+        call.b.last_sdp = body
+        # The caller's number goes on as B's From user (caller ID); the host is ours (RFC 3261 §8.1.1.3).
+        local = self.sessions.local.host
+        local = f"[{local}]" if ":" in local else local
+        from_uri = f"sip:{call.caller}@{local}" if call.caller else "sip:anonymous@anonymous.invalid"
+        try:
+            b = self.sessions.invite(target, from_uri, now, body=body, peer=peer)
+        except (ProtocolError, ValueError):
+            self.ports.release(port_a)
+            self.ports.release(port_b)
+            self._reject_new(call, now, 503, "Service Unavailable", FAILED)
+            return
+        call.b.session = b
+        call.trunks = [t.name for t in trunks]
+        for name in call.trunks:
+            self._trunk_calls[name] += 1
+        self.calls[call.id] = call
+        self._by_session[a] = call
+        self._by_session[b] = call
+        call.state = CALLING
+        call.timer = self.wheel.schedule(now + self.config.calls.ring_timeout, (call, RING_TIMEOUT))
+
+    def _refuse(self, call: Call, now: float, status: int, reason: str) -> None:
+        """Over a limit: 503 with Retry-After, counted as refused (call loss)."""
+        self.stats["refused"] += 1
+        self._reject_new(call, now, status, reason, REFUSED, headers=[("Retry-After", RETRY_AFTER)])
+
+    def _reject_new(self, call: Call, now: float, status: int, reason: str, disposition: str,
+                    headers=()) -> None:
+        try:
+            call.a.session.reject(now, status, reason, headers=headers)
+        except ProtocolError:
+            pass
+        self._summary(call, now, disposition, status, SWITCH)
+
+    # -- leg B's answers --------------------------------------------------------------------------
+    def _answer_for_a(self, call: Call, body: bytes) -> bytes:
+        """B's answer anchored for A, leg B's remote noted; raises ProtocolError (488: nothing in
+        common with what we offered)."""
+        answer = parse_sdp(body)
+        if not intersect(call.offer_b, answer):
+            raise OfferAnswerError("Not Acceptable Here: B's answer has no codec of the offer")
+        call.b.remote = answer.rtp_address()
+        sd = call.a.origin.anchor(answer, address=self.address, port=call.a.port)
+        call.a.last_sdp = sd.serialize()
+        return call.a.last_sdp
+
+    def _provisional(self, call: Call, msg: Any, now: float) -> None:
+        if call.state not in (CALLING, EARLY):
+            return
+        call.state = EARLY
+        status = msg.status
+        body = b""
+        if msg.body:
+            try:
+                body = self._answer_for_a(call, msg.body)
+            except ProtocolError:
+                body = b""  # early media we cannot read: ring without it
+        if status == 183 and not body:
+            status = 180
+        call.a.session.ring(now, status, body=body)
+        if body:
+            self._bridge(call)  # early media (ringback, announcements) flows before the answer
+
+    def _answered(self, call: Call, msg: Any, now: float) -> None:
+        if call.state not in (CALLING, EARLY):
+            return
+        self._cancel_timer(call)
+        body = msg.body
+        try:
+            if body:
+                sdp = self._answer_for_a(call, body)
+            elif call.b.remote is not None:
+                sdp = call.a.last_sdp  # the answer came in a 183 (RFC 3261 §13.2.1: the same one)
+            else:
+                raise OfferAnswerError("B answered without SDP", 488)
+        except ProtocolError as exc:
+            call.b.session.bye(now)
+            status = exc.status if exc.status != 400 else 488
+            self._fail_a(call, now, status, exc.reason, REJECTED, SWITCH)
+            return
+        call.a.session.answer(now, sdp)
+        call.state = ANSWERED
+        call.answered_at = now
+        self.stats["answered"] += 1
+        self._bridge(call)
+        call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
+
+    def _b_failed(self, call: Call, status: int, now: float) -> None:
+        if call.state not in (CALLING, EARLY):
+            return
+        mapped, reason = map_failure(status)
+        # A final answer from B is B's decision; a timeout or a server failure is nobody's.
+        by = CALLEE if status < 500 and status != 408 else None
+        self._fail_a(call, now, mapped, reason, _disposition(mapped), by)
+
+    def _fail_a(self, call: Call, now: float, status: int, reason: str | None, disposition: str,
+                by: str | None, headers=()) -> None:
+        a = call.a.session
+        if call.b is not None and call.b.session is not None and call.b.session.state != TERMINATED:
+            call.b.session.bye(now)  # a UAC still calling CANCELs (RFC 3261 §9.1)
+        try:
+            a.reject(now, status, reason, headers=headers)
+        except ProtocolError:
+            pass
+        if disposition == FAILED:
+            self.stats["failed"] += 1
+        self._finish(call, now, disposition, status, by)
+
+    def _cancelled(self, call: Call, now: float) -> None:
+        # RFC 3261 §9.2: the session layer has answered the CANCEL 200 and the INVITE 487; B gets
+        # a CANCEL of its own (sent when its first provisional arrives, §9.1).
+        if call.state not in (CALLING, EARLY):
+            return
+        call.cancelled = True
+        call.b.session.cancel(now)
+        self.stats["cancelled"] += 1
+        self._finish(call, now, CANCELLED, 487, CALLER)
+
+    # -- re-INVITE (RFC 3261 §14, RFC 3264 §8) ----------------------------------------------------
+    def _reinvite(self, call: Call, leg: Leg, msg: Any, now: float) -> None:
+        other = call.b if leg is call.a else call.a
+        session = leg.session
+        if not msg.body:
+            # An offer-less re-INVITE (a session refresh): we offer what we last sent this leg;
+            # its answer comes in the ACK and changes nothing on the other leg.
+            session.accept_reinvite(now, leg.last_sdp)
+            return
+        if call.state != CONFIRMED_CALL or other.session.state != CONFIRMED or call.reinvite_from:
+            session.reject_reinvite(now, 491)  # §14.2: another offer is in progress
+            return
+        try:
+            offer = parse_sdp(msg.body)
+            restricted = _restrict(offer, call.supported)
+            remote = offer.rtp_address()
+        except ProtocolError as exc:
+            session.reject_reinvite(now, exc.status if exc.status != 400 else 488)
+            return
+        relayed = other.origin.anchor(restricted, address=self.address, port=other.port)
+        body = relayed.serialize()
+        try:
+            other.session.reinvite(now, body)
+        except LocalProtocolError:
+            session.reject_reinvite(now, 491)
+            return
+        other.last_sdp = body
+        call.reinvite_from = leg
+        call.reinvite_offer = relayed
+        leg.remote = remote
+
+    def _reinvite_answered(self, call: Call, leg: Leg, status: int, msg: Any, now: float) -> None:
+        origin = call.reinvite_from
+        if origin is None or origin is leg:
+            return
+        call.reinvite_from = None
+        offer, call.reinvite_offer = call.reinvite_offer, None
+        if 200 <= status < 300 and msg is not None and msg.body:
+            try:
+                answer = parse_sdp(msg.body)
+                if not intersect(offer, answer):
+                    raise OfferAnswerError("no codec of the offer in the answer")
+                leg.remote = answer.rtp_address()
+                sd = origin.origin.anchor(answer, address=self.address, port=origin.port)
+            except ProtocolError:
+                origin.session.reject_reinvite(now, 488)
+                return
+            origin.last_sdp = sd.serialize()
+            origin.session.accept_reinvite(now, origin.last_sdp)
+            self._bridge(call)
+            return
+        origin.session.reject_reinvite(now, status if status >= 300 else 500)
+        if leg.session.state == TERMINATED:
+            # 408/481 to a re-INVITE ends that leg's dialog (§14.1); the session has sent its BYE.
+            origin.session.bye(now)
+            self._finish(call, now, ANSWERED_D, 200, SWITCH)
+
+    # -- timers -----------------------------------------------------------------------------------
+    def _call_timer(self, call: Call, name: str, now: float) -> None:
+        if call.state == ENDED:
+            return
+        if name == RING_TIMEOUT and call.state in (CALLING, EARLY):
+            self._fail_a(call, now, 480, "No Answer", NO_ANSWER, SWITCH)
+        elif name == MAX_DURATION:
+            self._hang_up(call, now, SWITCH)
+        self.process(now)
+
+    def _hang_up(self, call: Call, now: float, by: str) -> None:
+        for leg in (call.a, call.b):
+            if leg is not None and leg.session is not None and leg.session.state != TERMINATED:
+                try:
+                    leg.session.bye(now)
+                except ProtocolError:
+                    pass
+        self._finish(call, now, ANSWERED_D, 200, by)
+
+    def _cancel_timer(self, call: Call) -> None:
+        if call.timer is not None:
+            self.wheel.cancel(call.timer)
+            call.timer = None
+
+    # -- media and the end ------------------------------------------------------------------------
+    def _bridge(self, call: Call) -> None:
+        a, b = call.a, call.b
+        if a.remote is None or b.remote is None:
+            return
+        key = (a.port, a.remote, b.port, b.remote)
+        if key == call.bridged:
+            return
+        call.bridged = key
+        self._events.append(MediaBridge(call.id, a.port, a.remote, b.port, b.remote))
+
+    def _finish(self, call: Call, now: float, disposition: str, status: int, by: str | None) -> None:
+        if call.state == ENDED:
+            return
+        call.state = ENDED
+        self._cancel_timer(call)
+        self.calls.pop(call.id, None)
+        for name in call.trunks:
+            self._trunk_calls[name] -= 1
+            if self._trunk_calls[name] <= 0:
+                del self._trunk_calls[name]
+        for leg in (call.a, call.b):
+            if leg is None:
+                continue
+            if leg.port:
+                self.ports.release(leg.port)
+            if leg.session is not None and leg.session.state == TERMINATED:
+                self._by_session.pop(leg.session, None)
+        if call.bridged is not None:
+            self._events.append(MediaRelease(call.id))
+        self._summary(call, now, disposition, status, by)
+
+    def _summary(self, call: Call, now: float, disposition: str, status: int, by: str | None) -> None:
+        route = call.route
+        trunk = None
+        if route is not None and route.kind == "trunk":
+            trunk = route.name
+        elif call.source not in (None, "users"):
+            trunk = call.source
+        self._events.append(CallSummary(
+            call_id=call.id, caller=call.caller, callee=call.callee,
+            route=route.route.name if route is not None else None,
+            target=route.route.target if route is not None else None,
+            trunk=trunk, user=call.user, source=call.source,
+            offered_at=call.offered_at, answered_at=call.answered_at, ended_at=now,
+            disposition=disposition, hangup_by=by, status=status,
+        ))
+
+    def _reply(self, tx, msg, status: int, now: float) -> None:
+        headers = [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER")] if status == 501 else []
+        data = build_response(msg, status, to_tag=msg.to_tag, headers=headers)
+        try:
+            self.sessions.transactions.send_response(tx, data, status, now)
+        except ProtocolError:
+            pass
