@@ -4,8 +4,14 @@ The adapter is the aioquic shape: feed what arrives, send what the core hands ba
 timer the core asks for. Time given to the core is wall-clock seconds (``time.time()``): bindings
 written to LMDB carry their expiry as wall time, so they mean the same after a restart.
 
-Stopping (SIGTERM or SIGINT): new requests are refused with 503, what is queued to send is sent,
-the sockets close and LMDB is synced before the process exits 0.
+Calls: once the sockets are bound, the call layer (``core.call.B2BUA``) is attached to the endpoint
+with the first UDP address as the switch's own (Via, Contact). Until the media engine is wired in,
+its MediaBridge / MediaRelease events and each call's summary are logged
+(``switchcore.calls``).
+
+Stopping (SIGTERM or SIGINT): new requests are refused with 503, ringing calls get 503 and
+answered ones a BYE on both legs, what is queued to send is sent, the sockets close and LMDB is
+synced before the process exits 0.
 """
 from __future__ import annotations
 
@@ -22,13 +28,16 @@ import uvloop
 
 from bindings.storage import Storage
 from bindings.transport import TcpConnection, TcpRegistry, UdpTransport
+from core.call import B2BUA, CallSummary
 from core.config import Config, parse_listen
 from core.registrar import Registrar
 from core.sip.addr import Peer
 from core.sip.endpoint import Endpoint
+from core.sip.session import SessionLayer
 from core.sip.transaction import TimerConfig
 
 log = logging.getLogger("switchcore.node")
+call_log = logging.getLogger("switchcore.calls")
 
 # How long a stopping node waits for transactions still waiting on a final response.
 DRAIN_SECONDS = 2.0
@@ -64,6 +73,7 @@ class Node:
             max_transactions=cfg.limits.max_transactions,
         )
         loop = asyncio.get_running_loop()
+        local: Peer | None = None
         for spec in cfg.sip.listen:
             transport, host, port = parse_listen(spec)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -80,6 +90,13 @@ class Node:
                 bound = server.sockets[0].getsockname()
             where = f"[{bound[0]}]:{bound[1]}" if family == socket.AF_INET6 else f"{bound[0]}:{bound[1]}"
             self.listening.append(f"{transport}:{where}")
+            if local is None and transport == "udp":
+                # A wildcard bind cannot be a Contact: the media address stands in for it.
+                own = cfg.media.address if bound[0] in ("0.0.0.0", "::") else bound[0]
+                local = Peer("udp", own, bound[1])
+        if local is not None:
+            sessions = SessionLayer(self.endpoint.transactions, local, user=cfg.node.name)
+            self.endpoint.calls = B2BUA(cfg, sessions, registrar)
         for line in self.listening:
             print(f"listening on {line}", file=sys.stderr, flush=True)
         log.info("node %s up, data in %s", cfg.node.name, cfg.node.data_dir)
@@ -123,6 +140,14 @@ class Node:
         self.arm_timer()
 
     def flush(self) -> None:
+        calls = self.endpoint.calls
+        if calls is not None:
+            while (event := calls.next_event()) is not None:
+                # Until the media engine and the CDR writer consume them.
+                if isinstance(event, CallSummary):
+                    call_log.info("call %s", event)
+                else:
+                    call_log.info("media %s", event)
         for data, peer in self.endpoint.datagrams_to_send():
             if peer.transport == "udp":
                 family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET

@@ -11,6 +11,8 @@ it, this module answers:
   problem, sent to the packet's source (§18.2.2), or nothing where no answer can be addressed;
 - OPTIONS: 200 with Allow, Accept and Supported (§11.2);
 - REGISTER: the registrar (§10.3);
+- INVITE, and every request, ACK, CANCEL and response of a call: the call layer (``core/call``)
+  when one is attached as ``endpoint.calls``, else 404 to a new INVITE (nothing routes it);
 - an unsupported Request-URI scheme: 416 (§8.2.2.1); an unknown Require option tag: 420 (§8.2.2.3);
 - an INVITE whose body is not SDP: 415 with Accept (§8.2.3);
 - a method we do not implement: 501 with Allow (§8.2.1); an in-dialog request for no dialog: 481.
@@ -21,8 +23,6 @@ from core.errors import ProtocolError
 from core.sip.addr import Peer
 from core.sip.message import build_response, parse, reply_for_malformed
 from core.sip.transaction import (
-    AckReceived,
-    CancelReceived,
     RequestReceived,
     TimerConfig,
     TransactionLayer,
@@ -66,6 +66,9 @@ class Endpoint:
         self._stateless_out: list[tuple[bytes, Peer]] = []
         self._next_housekeeping: float | None = None
         self.draining = False
+        # The call layer (core.call.B2BUA), attached once the node knows its own address; it takes
+        # INVITEs and every transaction event of their sessions.
+        self.calls = None
         # Counters a person reads in the logs and the metrics.
         self.stats = {"received": 0, "malformed": 0, "dropped": 0, "answered_malformed": 0}
 
@@ -106,8 +109,11 @@ class Endpoint:
     # -- shutting down -------------------------------------------------------------------------
     def drain(self, now: float) -> None:
         """Stop taking new work: every request still unanswered, and from now on every new one,
-        is answered 503 with Retry-After (RFC 3261 §21.5.4)."""
+        is answered 503 with Retry-After (RFC 3261 §21.5.4). Calls ringing get 503 too, answered
+        ones a BYE on both legs; requests inside a dialog are still served."""
         self.draining = True
+        if self.calls is not None:
+            self.calls.drain(now)
         for tx in self.transactions.awaiting_final():
             self._refuse_draining(tx, tx.msg, now)
         self._process_events(now)
@@ -127,15 +133,22 @@ class Endpoint:
 
     def _process_events(self, now: float) -> None:
         tl = self.transactions
-        while (event := tl.next_event()) is not None:
+        calls = self.calls
+        while True:
+            event = tl.next_event()
+            if event is None and calls is not None:
+                calls.process(now)  # what the sessions' own timers queued
+                event = tl.next_event()
+            if event is None:
+                return
             if isinstance(event, RequestReceived):
-                self._on_request(event.tx, event.msg, event.peer, now)
-            elif isinstance(event, CancelReceived):
-                # No INVITE is served yet, so an INVITE transaction is always answered at once
-                # and a CANCEL finds it completed; the layer has answered the CANCEL itself.
-                pass
-            elif isinstance(event, AckReceived):
-                pass
+                self._on_request(event, now)
+            elif calls is not None:
+                # Responses, ACKs of 2xx, CANCELs (answered 200 by the transaction layer),
+                # time-outs and terminations: the sessions' business when they are about one.
+                calls.handle_event(event, now)
+            # Without a call layer no INVITE is served: a CANCEL finds its INVITE completed and an
+            # ACK belongs to nothing.
 
     def _respond(self, tx, msg, status: int, reason: str | None = None, headers=(), now: float = 0.0) -> None:
         # The transaction's own tag, so that a 200 to a CANCEL and the 487 agree (§9.2).
@@ -144,9 +157,12 @@ class Endpoint:
         data = build_response(msg, status, reason, to_tag=to_tag, headers=headers)
         self.transactions.send_response(tx, data, status, now)
 
-    def _on_request(self, tx, msg, peer: Peer, now: float) -> None:
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        tx, msg, peer = event.tx, event.msg, event.peer
         method = msg.method
-        if self.draining:
+        calls = self.calls
+        in_dialog = calls is not None and msg.to_tag and method not in ("OPTIONS", "REGISTER")
+        if self.draining and not in_dialog:  # a BYE still ends a call while the node drains
             self._refuse_draining(tx, msg, now)
             return
         scheme = msg.uri.split(":", 1)[0].lower() if ":" in msg.uri else ""
@@ -160,7 +176,11 @@ class Endpoint:
             self._respond(tx, msg, 420, "Bad Extension",
                           [("Unsupported", ", ".join(t.strip() for t in unsupported))], now)
             return
-        if method == "OPTIONS":
+        if in_dialog:
+            # Inside a dialog (§12.2.2): the sessions know it, or answer 481.
+            if not calls.handle_event(event, now):
+                self._respond(tx, msg, 481, "Call/Transaction Does Not Exist", (), now)
+        elif method == "OPTIONS":
             self._respond(tx, msg, 200, "OK", self._capabilities(), now)
         elif method == "REGISTER":
             reply = self.registrar.handle_register(msg, peer, now)
@@ -173,6 +193,8 @@ class Endpoint:
             elif msg.to_tag:
                 # A re-INVITE for a dialog this node does not have (§12.2.2).
                 self._respond(tx, msg, 481, "Call/Transaction Does Not Exist", (), now)
+            elif calls is not None:
+                calls.handle_event(event, now)
             else:
                 # Routes arrive with the call layer; until one matches, nothing serves the number.
                 self._respond(tx, msg, 404, "No Route", (), now)
