@@ -25,7 +25,7 @@ __all__ = ["BindingStore", "Storage", "SUBDATABASES"]
 log = logging.getLogger("switchcore.storage")
 
 # Every sub-database the node uses; lmdb needs their count up front (max_dbs).
-SUBDATABASES = ("registrations",)
+SUBDATABASES = ("registrations", "cdr", "cdr_by_call", "active_calls")
 # Room for the planned ones (cdr, active_calls, agent_log, campaigns) and more.
 _MAX_DBS = 32
 # Address space reserved, not disk used: the file grows as data is written.

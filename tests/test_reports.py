@@ -1,0 +1,217 @@
+"""What `switchcore cdr export`, `switchcore report` and `switchcore erlang` print (bindings/reports.py),
+from a real LMDB store in tmp_path."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import enum
+import io
+import json
+import math
+
+import msgspec
+import pytest
+
+from bindings.cdr import CdrWriter
+from bindings.reports import CSV_COLUMNS, erlang_main, export_main, report_main
+from bindings.storage import Storage
+from core.cdr import erlang
+from core.cdr.kpi import DIMENSIONS, KpiBook, KpiConfig
+from core.cdr.record import CallRecord, Disposition, HangupBy, Leg, QueueOutcome, QueueSegment
+from tests.test_kpi import synthetic_records
+
+T0 = 1_700_000_100.0
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A data folder with two days of synthetic calls, plus one call with legs, DTMF and a recording."""
+    data = tmp_path_factory.mktemp("data")
+    records = synthetic_records(4000, seed=11, start=T0, span=2 * 86_400.0)
+    rich = CallRecord(
+        call_id="rich,\"quoted\"", direction=records[0].direction, offered=T0 + 10.0, ended=T0 + 200.5,
+        disposition=Disposition.ANSWERED, caller="sip:+331@t", callee="sip:sales@pbx", node="node0",
+        trunk="trunk1", answered=T0 + 14.25, hangup_by=HangupBy.CALLEE,
+        legs=(Leg(leg_id="l1", peer="trunk1", offered=T0 + 10.0, answered=T0 + 14.25, ended=T0 + 200.5,
+                  disposition=Disposition.ANSWERED, sip_status=200, codec="PCMA", mos=4.1),
+              Leg(leg_id="l2", peer="a7", offered=T0 + 40.0, answered=T0 + 44.0, mos=3.62)),
+        queue_segments=(QueueSegment(queue="sales", joined=T0 + 15.0, left=T0 + 40.0, outcome=QueueOutcome.OVERFLOW,
+                                     agents_offered=("a3",)),
+                        QueueSegment(queue="vip", joined=T0 + 40.0, left=T0 + 44.0, outcome=QueueOutcome.ANSWERED,
+                                     agents_offered=("a6", "a7"), answered_by="a7", after_call_work=12.0)),
+        dtmf="12#", recording="rec/rich.wav", post_dial_delay=None,
+    )
+    records.append(rich)
+    with Storage(data) as storage:
+        with CdrWriter(storage) as writer:
+            writer.write_many(records)
+    return data, records
+
+
+def _iso_ms(t: float) -> str:
+    ms = math.floor(t * 1000.0)
+    return dt.datetime.fromtimestamp(ms // 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+def _in_range(records, start, end):
+    return [r for r in records if math.floor(start * 1000) <= math.floor(r.ended * 1000) < math.floor(end * 1000)]
+
+
+def _builtins(value):
+    """A record as plain JSON values with field names (what one JSON line must hold)."""
+    if isinstance(value, msgspec.Struct):
+        return {f: _builtins(getattr(value, f)) for f in value.__struct_fields__}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_builtins(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def test_jsonl_export_holds_every_record_of_the_range_with_field_names(store, tmp_path):
+    data, records = store
+    start, end = T0 + 3600.0, T0 + 30 * 3600.0
+    out = tmp_path / "calls.jsonl"
+    assert export_main(["--data", str(data), "--format", "jsonl", "--from", str(start), "--to", str(end),
+                        "-o", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    expected = {r.call_id: r for r in _in_range(records, start, end)}
+    assert len(lines) == len(expected) > 1000
+    for line in lines:
+        obj = json.loads(line)
+        assert obj == _builtins(expected[obj["call_id"]])
+
+
+def test_csv_export_one_row_per_call_with_readable_times(store, tmp_path, capsys):
+    data, records = store
+    assert export_main(["--data", str(data), "--from", "2023-11-14T22:00", "--to", "2023-11-15T12:00:00Z"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    start = dt.datetime(2023, 11, 14, 22, tzinfo=dt.timezone.utc).timestamp()
+    end = dt.datetime(2023, 11, 15, 12, tzinfo=dt.timezone.utc).timestamp()
+    expected = {r.call_id: r for r in _in_range(records, start, end)}
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert len(rows) == len(expected)
+    for row in rows:
+        r = expected[row["call_id"]]
+        assert row["disposition"] == r.disposition.value and row["direction"] == r.direction.value
+        assert row["offered"] == _iso_ms(r.offered) and row["ended"] == _iso_ms(r.ended)
+        assert row["answered"] == ("" if r.answered is None else _iso_ms(r.answered))
+        assert row["queues"] == ">".join(s.queue for s in r.queue_segments)
+        assert row["agent"] == r.agent
+        if r.answered is not None:
+            assert float(row["talk_seconds"]) == pytest.approx(r.ended - r.answered, abs=0.0006)
+    # The quoted, comma-laden call id and the leg figures come back intact.
+    rich = next(row for row in rows if row["call_id"] == 'rich,"quoted"')
+    assert (rich["queues"], rich["queue_outcome"], rich["agent"], rich["agents_offered"]) == ("sales>vip", "answered", "a7", "3")
+    assert (rich["legs"], rich["mos"], rich["dtmf"], rich["recording"]) == ("2", "3.62", "12#", "rec/rich.wav")
+    assert float(rich["queue_seconds"]) == pytest.approx(29.0)
+
+
+def test_csv_export_in_epoch_seconds(store, capsys):
+    data, records = store
+    assert export_main(["--data", str(data), "--epoch", "--to", str(T0 + 600)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    expected = {r.call_id: r for r in records if r.ended < T0 + 600}
+    assert {row["call_id"] for row in rows} == set(expected)
+    for row in rows:
+        assert float(row["ended"]) == pytest.approx(expected[row["call_id"]].ended, abs=0.0006)
+
+
+def test_export_of_a_folder_without_a_store_fails_clearly(tmp_path, capsys):
+    assert export_main(["--data", str(tmp_path / "nowhere")]) == 1
+    assert "no CDR store" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()  # nothing created by a read
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+@pytest.mark.parametrize("dimension,interval", [("queue", 15), ("node", 30), ("trunk", 60), ("agent", 15),
+                                                ("campaign", 60)])
+def test_report_figures_equal_the_kpi_books(store, capsys, dimension, interval):
+    data, records = store
+    start, end = T0 + 7200.0, T0 + 40 * 3600.0
+    assert report_main(["--data", str(data), "--by", dimension, "--interval", str(interval), "--format", "json",
+                        "--from", str(start), "--to", str(end), "--answer-within", "15", "--totals"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    config = KpiConfig(interval=interval * 60, answer_within=15.0)
+    book = KpiBook.from_records(_in_range(records, start, end), config, dimensions=DIMENSIONS)
+    expected = {(key, dt.datetime.fromtimestamp(s, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")): f.as_dict()
+                for (key, s), f in book.report(dimension).items()}
+    keys = sorted({key for key, _ in expected})
+    expected.update({(key, "total"): book.figures(dimension, key).as_dict() for key in keys})
+    got = {(row.pop(dimension), row.pop("start")): row for row in doc["rows"]}
+    assert got == expected
+    assert len(got) > len(keys)
+
+
+def test_report_csv_and_table(store, capsys):
+    data, records = store
+    assert report_main(["--data", str(data), "--by", "queue", "--interval", "60", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    book = KpiBook.from_records(records, KpiConfig(interval=3600), dimensions=("queue",))
+    report = book.report("queue")
+    assert len(rows) == len(report)
+    first = rows[0]
+    figures = report[(first["queue"], int(dt.datetime.fromisoformat(first["start"].replace("Z", "+00:00")).timestamp()))]
+    assert float(first["service_level"]) == figures.service_level
+    assert int(first["queued"]) == figures.queued
+
+    assert report_main(["--data", str(data), "--by", "queue", "--interval", "60", "--totals"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["queue", "interval", "(UTC)", "queued"]
+    total_q0 = next(line for line in lines if line.startswith("q0 ") and "total" in line).split()
+    q0 = book.figures("queue", "q0")
+    assert total_q0[2] == str(q0.queued) and total_q0[6] == f"{q0.service_level * 100:.1f}%"
+
+
+def test_report_of_an_empty_range(store, capsys):
+    data, _ = store
+    assert report_main(["--data", str(data), "--by", "agent", "--from", "2001-01-01", "--to", "2001-01-02"]) == 0
+    assert "no calls" in capsys.readouterr().out
+    assert report_main(["--data", str(data), "--by", "agent", "--from", "2001-01-02", "--to", "2001-01-01"]) == 1
+    with pytest.raises(SystemExit):
+        report_main(["--data", str(data), "--by", "colour"])
+
+
+# --------------------------------------------------------------------------------------------- erlang
+
+
+def _json(capsys, argv) -> dict:
+    assert erlang_main(["--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_erlang_b_blocking_trunks_and_traffic(capsys):
+    assert erlang_main(["b", "--trunks", "10", "--erlangs", "5"]) == 0
+    assert "blocking probability: 0.01838" in capsys.readouterr().out  # B(10, 5) from the Erlang B table
+    assert _json(capsys, ["b", "--erlangs", "5", "--blocking", "0.01"])["trunks"] == 11  # table: 11 for 1%
+    carried = _json(capsys, ["b", "--trunks", "10", "--blocking", "0.01"])["erlangs"]
+    assert carried == pytest.approx(4.46, abs=0.005)  # the table's row N = 10, column 1%
+    assert erlang_main(["b", "--erlangs", "5"]) == 1
+    assert "give two of" in capsys.readouterr().err
+
+
+def test_erlang_c_service_level_and_agents_needed(capsys):
+    # docs/kpis.md worked example: 10 E at AHT 180 s; 13 agents give SL(20 s) = 0.7956, 80/20 needs 14.
+    at13 = _json(capsys, ["c", "--agents", "13", "--erlangs", "10", "--aht", "180", "--target-seconds", "20"])
+    assert round(at13["service_level"], 4) == 0.7956
+    needed = _json(capsys, ["c", "--erlangs", "10", "--aht", "180", "--service-level", "0.8", "--target-seconds", "20"])
+    assert needed["agents"] == 14 and needed["service_level"] >= 0.8
+    assert erlang_main(["c", "--agents", "11", "--erlangs", "10", "--aht", "180"]) == 0
+    assert "probability of waiting: 0.6821" in capsys.readouterr().out
+    assert erlang_main(["c", "--erlangs", "10", "--aht", "180"]) == 1  # neither --agents nor --service-level
+
+
+def test_erlang_a_with_patience(capsys):
+    result = _json(capsys, ["a", "--erlangs", "10", "--aht", "180", "--service-level", "0.8", "--patience", "120"])
+    perf = erlang.erlang_a(result["agents"], 10.0, 180.0, 120.0, 20.0)
+    assert result["service_level"] == perf.service_level >= 0.8
+    assert erlang.erlang_a(result["agents"] - 1, 10.0, 180.0, 120.0, 20.0).service_level < 0.8
+    assert 0 < result["p_abandon"] < result["p_wait"]
+    assert result["agents"] <= 14  # callers who give up free agents: never more than Erlang C's 14
+    with pytest.raises(SystemExit):  # Erlang A needs a patience
+        erlang_main(["a", "--erlangs", "10", "--aht", "180", "--agents", "12"])
