@@ -41,6 +41,27 @@ call_log = logging.getLogger("switchcore.calls")
 
 # How long a stopping node waits for transactions still waiting on a final response.
 DRAIN_SECONDS = 2.0
+# Socket buffers of a SIP UDP socket: a burst of a few thousand datagrams must wait in the kernel
+# while the loop is busy, not be dropped (each drop costs a retransmission 500 ms later).
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+def udp_socket(family: int, host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket with large buffers (forced past rmem_max where allowed)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                             (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force if force is not None else plain, UDP_BUFFER)
+            except PermissionError:  # not root: the kernel caps it at net.core.[rw]mem_max
+                sock.setsockopt(socket.SOL_SOCKET, plain, UDP_BUFFER)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Node:
@@ -79,7 +100,7 @@ class Node:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             if transport == "udp":
                 _, proto = await loop.create_datagram_endpoint(
-                    lambda: UdpTransport(self.on_message), local_addr=(host, port), family=family)
+                    lambda: UdpTransport(self.on_message), sock=udp_socket(family, host, port))
                 self.udp.setdefault(family, proto)
                 bound = proto.transport.get_extra_info("sockname")
             else:
