@@ -2,6 +2,9 @@
 
     switchcore check FILE        validate a config file; every problem as FILE: key.path: problem
     switchcore run [--config FILE] [--listen HOST:PORT] [--data DIR] [--log-level LEVEL]
+    switchcore cdr export ...    call records for a time range as CSV or JSON lines
+    switchcore report ...        KPIs by interval and dimension from the call records
+    switchcore erlang ...        Erlang B, C and A planning
 
 ``run`` without ``--config`` uses the embedded defaults. ``--listen HOST:PORT`` (repeatable) replaces
 ``sip.listen`` with UDP and TCP on that address (IPv6 as ``[::1]:5060``); ``--data`` replaces
@@ -11,6 +14,7 @@ exits 1 without starting anything.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 import msgspec
@@ -28,9 +32,30 @@ def _listen_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+# Commands whose module parses its own arguments: words → (module, function, help).
+DELEGATED = {
+    ("cdr", "export"): ("bindings.reports", "export_main", "export call records for a time range (CSV, JSON lines)"),
+    ("report",): ("bindings.reports", "report_main", "KPIs by interval and dimension from the call records"),
+    ("erlang",): ("bindings.reports", "erlang_main", "Erlang B, C and A planning"),
+}
+
+
+def _delegated(argv: list[str]):
+    """The (module, function) that serves ``argv``, and the arguments left for it; None if none does."""
+    for words, (module, function, _) in DELEGATED.items():
+        if tuple(argv[: len(words)]) == words:
+            return getattr(importlib.import_module(module), function), argv[len(words):]
+    return None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchcore", description="Switchcore call-centre switching core.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for words, (_, _, text) in DELEGATED.items():
+        if len(words) == 1:  # listed in --help; the module parses the rest
+            commands.add_parser(words[0], help=text, add_help=False)
+    cdr = commands.add_parser("cdr", help="call records: `switchcore cdr export --help`")
+    cdr.add_argument("action", choices=sorted(w[1] for w in DELEGATED if w[0] == "cdr"))
 
     check = commands.add_parser("check", help="validate a config file without starting a node")
     check.add_argument("file", metavar="FILE", help="the TOML config file")
@@ -87,6 +112,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    delegated = _delegated(argv)
+    if delegated is not None:
+        function, rest = delegated
+        return function(rest)
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args.file)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from bindings.cli import apply_overrides
+from bindings.storage import Storage
 from core.config import ListenAddress, default_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,3 +98,26 @@ def test_overrides_replace_listen_data_and_log_level():
 
 def test_no_overrides_keep_the_config():
     assert apply_overrides(default_config()) == default_config()
+
+
+def test_erlang_is_served_by_the_switchcore_command(tmp_path):
+    # B(10 trunks, 5 E) = 0.01838 in every Erlang B table.
+    out = switchcore("erlang", "b", "--trunks", "10", "--erlangs", "5", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "blocking probability: 0.01838" in out.stdout
+
+
+def test_cdr_export_of_an_empty_store_is_just_the_header(tmp_path):
+    out = switchcore("cdr", "export", "--data", str(tmp_path / "data"), "--format", "csv", cwd=tmp_path)
+    assert out.returncode == 1 and "no CDR store here" in out.stderr  # a typo'd folder is not "no calls"
+    Storage(tmp_path / "data").close()  # what a node leaves on its first start
+    out = switchcore("cdr", "export", "--data", str(tmp_path / "data"), "--format", "csv", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("call_id,")
+    assert len(out.stdout.splitlines()) == 1
+
+
+def test_help_lists_every_command(tmp_path):
+    out = switchcore("--help", cwd=tmp_path)
+    for command in ("run", "check", "cdr", "report", "erlang"):
+        assert f"    {command} " in out.stdout
