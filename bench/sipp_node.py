@@ -1,17 +1,20 @@
 """Whole-node throughput: SIPp drives a running node over loopback UDP and counts what comes back.
 
-    python bench/sipp_node.py --scenario options --rate 5000 --calls 50000
+    python bench/sipp_node.py --rate 5000 --count 50000               # OPTIONS answered by the node
+    python bench/sipp_node.py --b2bua --rate 200 --count 2000         # calls: SIPp UAC -> node -> SIPp UAS
 
 Starts ``python -m bindings.cli run`` on a free loopback port with a temporary data folder, runs SIPp
-(bounded by --calls and a time limit) with the given scenario from tests/interop/scenarios, and prints
-the successful and failed counts and the achieved rate (successful / elapsed wall time). The node is
-pinned to CPU 0 and SIPp to CPU 1 where the machine has two, so that they do not share a core.
+(bounded by --count and a time limit) with scenarios from tests/interop/scenarios, and prints the
+successful and failed counts, the achieved rate (successful / elapsed wall time) and the node's CPU
+time per request or call. With --b2bua the node routes every call over a trunk to a SIPp UAS on
+127.0.0.2 (signalling only: INVITE, 100, 180, 200, ACK, BYE, 200 on both legs, SDP anchored). The
+node is pinned to CPU 0 and SIPp to CPU 1 where the machine has two, so that they do not share a core.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
-import re
 import shutil
 import signal
 import socket
@@ -23,19 +26,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = REPO / "tests" / "interop" / "scenarios"
+CALLEE = "127.0.0.2"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def start_node(workdir: Path, port: int) -> subprocess.Popen:
-    cpu = ["taskset", "-c", "0"] if os.cpu_count() and os.cpu_count() > 1 and shutil.which("taskset") else []
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
+
+
+def start_node(workdir: Path, port: int, config: str) -> subprocess.Popen:
+    (workdir / "switchcore.toml").write_text(config)
     proc = subprocess.Popen(
-        [*cpu, sys.executable, "-m", "bindings.cli", "run", "--listen", f"127.0.0.1:{port}",
-         "--data", str(workdir / "data"), "--log-level", "warning"],
+        [*pinned(0), sys.executable, "-m", "bindings.cli", "run", "--config", str(workdir / "switchcore.toml"),
+         "--listen", f"127.0.0.1:{port}", "--data", str(workdir / "data"), "--log-level", "warning"],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -48,42 +56,74 @@ def start_node(workdir: Path, port: int) -> subprocess.Popen:
     raise SystemExit("the node did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def last_counts(stat_file: Path) -> tuple[int, int]:
+    rows = list(csv.reader(stat_file.open(), delimiter=";"))
+    last = dict(zip(rows[0], rows[-1]))
+    return int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
+
+
+def sipp(sipp_bin: str, scenario: str, *args: str, stat: Path) -> list[str]:
+    return [*pinned(1), sipp_bin, "-sf", str(SCENARIOS / f"{scenario}.xml"), *args,
+            "-buff_size", "4194304", "-timeout", "120s", "-nostdin", "-trace_stat", "-stf", str(stat)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", default="options", help="a scenario in tests/interop/scenarios (no .xml)")
-    ap.add_argument("--rate", type=int, default=5000, help="new calls (requests) per second")
-    ap.add_argument("--calls", type=int, default=50000, help="total calls, then SIPp stops")
-    ap.add_argument("--limit", type=int, default=2000, help="most calls open at once (-l)")
+    ap.add_argument("--b2bua", action="store_true", help="calls through the node to a SIPp UAS, not OPTIONS")
+    ap.add_argument("--rate", type=int, default=5000, help="new calls (or requests) per second")
+    ap.add_argument("--count", type=int, default=50000, help="total calls (or requests), then SIPp stops")
+    ap.add_argument("--limit", type=int, default=20000, help="most calls open at once (-l)")
     args = ap.parse_args()
-    sipp = shutil.which("sipp")
-    if sipp is None:
+    sipp_bin = shutil.which("sipp")
+    if sipp_bin is None:
         raise SystemExit("sipp is not installed (Debian: apt-get install sip-tester)")
     with tempfile.TemporaryDirectory(prefix="switchcore-bench-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
-        node = start_node(workdir, port)
-        cpu = ["taskset", "-c", "1"] if os.cpu_count() and os.cpu_count() > 1 and shutil.which("taskset") else []
+        port, callee_port = free_port(), free_port(CALLEE)
+        config = ""
+        if args.b2bua:
+            config = (f'[media]\naddress = "127.0.0.5"\nrtp_port_min = 20000\nrtp_port_max = 60000\n'
+                      f'[limits]\nmax_calls = {args.limit}\n'
+                      f'[[trunks]]\nname = "callee"\naddress = "{CALLEE}:{callee_port}"\n'
+                      f'[[routes]]\nname = "all"\npattern = "0"\ntarget = "trunk:callee"\n')
+        node = start_node(workdir, port, config)
+        uas = None
+        if args.b2bua:
+            uas = subprocess.Popen(
+                sipp(sipp_bin, "uas_answer", "-i", CALLEE, "-p", str(callee_port), "-m", str(args.count),
+                     stat=workdir / "uas.csv"),
+                cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        scenario, extra = ("uac_call", ["-s", "0301234"]) if args.b2bua else ("options", [])
+        cpu_before = cpu_seconds(node.pid)
         started = time.monotonic()
         try:
             run = subprocess.run(
-                [*cpu, sipp, "-sf", str(SCENARIOS / f"{args.scenario}.xml"), f"127.0.0.1:{port}",
-                 "-i", "127.0.0.1", "-p", str(free_port()), "-r", str(args.rate), "-m", str(args.calls),
-                 "-l", str(args.limit), "-buff_size", "4194304", "-timeout", "120s", "-nostdin",
-                 "-trace_stat", "-stf", str(workdir / "stat.csv")],
-                cwd=workdir, capture_output=True, text=True, timeout=180)
-        finally:
+                sipp(sipp_bin, scenario, f"127.0.0.1:{port}", *extra, "-i", "127.0.0.1", "-p", str(free_port()),
+                     "-r", str(args.rate), "-m", str(args.count), "-l", str(args.limit), stat=workdir / "uac.csv"),
+                cwd=workdir, capture_output=True, text=True, timeout=300)
             elapsed = time.monotonic() - started
+            node_cpu = cpu_seconds(node.pid) - cpu_before
+        finally:
+            if uas is not None:
+                try:
+                    uas.wait(30)
+                except subprocess.TimeoutExpired:
+                    uas.kill()
             node.send_signal(signal.SIGTERM)
-            node.wait(timeout=15)
-        counts = {}
-        for label in ("Successful call", "Failed call"):
-            found = re.findall(rf"{label}\s*\|\s*\d+\s*\|\s*(\d+)", run.stdout)
-            counts[label] = int(found[-1]) if found else None
-        ok, failed = counts["Successful call"], counts["Failed call"]
-        print(f"scenario={args.scenario} rate={args.rate}/s calls={args.calls} sipp_exit={run.returncode}")
-        print(f"successful={ok} failed={failed} elapsed={elapsed:.2f}s "
-              f"achieved={ok / elapsed if ok else 0:,.0f}/s node_exit={node.returncode}")
-        return 0 if run.returncode == 0 and node.returncode == 0 else 1
+            node.wait(15)
+        ok, failed = last_counts(workdir / "uac.csv")
+        what = "calls" if args.b2bua else "requests"
+        print(f"{what}: rate={args.rate}/s count={args.count} sipp_exit={run.returncode} "
+              f"node_exit={node.returncode}")
+        print(f"successful={ok} failed={failed} elapsed={elapsed:.2f}s achieved={ok / elapsed:,.0f}/s "
+              f"node_cpu={node_cpu:.2f}s ({node_cpu / ok * 1e3 if ok else 0:.3f} ms per {what[:-1]})")
+        return 0 if run.returncode == 0 and node.returncode == 0 and failed == 0 else 1
 
 
 if __name__ == "__main__":
