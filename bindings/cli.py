@@ -5,6 +5,7 @@
     switchcore cdr export ...    call records for a time range as CSV or JSON lines
     switchcore report ...        KPIs by interval and dimension from the call records
     switchcore erlang ...        Erlang B, C and A planning
+    switchcore simulate ...      a campaign's pacing on a fake clock against a simulated population
 
 ``run`` without ``--config`` uses the embedded defaults. ``--listen HOST:PORT`` (repeatable) replaces
 ``sip.listen`` with UDP and TCP on that address (IPv6 as ``[::1]:5060``); ``--data`` replaces
@@ -37,6 +38,7 @@ DELEGATED = {
     ("cdr", "export"): ("bindings.reports", "export_main", "export call records for a time range (CSV, JSON lines)"),
     ("report",): ("bindings.reports", "report_main", "KPIs by interval and dimension from the call records"),
     ("erlang",): ("bindings.reports", "erlang_main", "Erlang B, C and A planning"),
+    ("simulate",): ("bindings.simulate", "main", "a campaign's pacing against a simulated population"),
 }
 
 

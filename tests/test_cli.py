@@ -119,5 +119,5 @@ def test_cdr_export_of_an_empty_store_is_just_the_header(tmp_path):
 
 def test_help_lists_every_command(tmp_path):
     out = switchcore("--help", cwd=tmp_path)
-    for command in ("run", "check", "cdr", "report", "erlang"):
+    for command in ("run", "check", "cdr", "report", "erlang", "simulate"):
         assert f"    {command} " in out.stdout
