@@ -5,13 +5,17 @@ timer the core asks for. Time given to the core is wall-clock seconds (``time.ti
 written to LMDB carry their expiry as wall time, so they mean the same after a restart.
 
 Calls: once the sockets are bound, the call layer (``core.call.B2BUA``) is attached to the endpoint
-with the first UDP address as the switch's own (Via, Contact). Until the media engine is wired in,
-its MediaBridge / MediaRelease events and each call's summary are logged
-(``switchcore.calls``).
+with the first UDP address as the switch's own (Via, Contact). Its events drive the two other
+planes: ``MediaBridge`` / ``MediaRelease`` the media engine (``bindings/media.py``: one relay per
+call, its loop in its own thread), ``CallConnected`` / ``CallSummary`` the call records
+(``bindings/records.py``: the active-call journal at the answer, the record with the media figures
+at the end, through the node's one ``CdrWriter``). Each summary is also logged (``switchcore.calls``).
+Opening the CDR writer closes, as "interrupted", the answered calls a crash left in the journal.
 
 Stopping (SIGTERM or SIGINT): new requests are refused with 503, ringing calls get 503 and
-answered ones a BYE on both legs, what is queued to send is sent, the sockets close and LMDB is
-synced before the process exits 0.
+answered ones a BYE on both legs (each leaves its record), what is queued to send is sent, the
+sockets close, the media engine's thread stops, every record commits, and LMDB is synced before
+the process exits 0.
 """
 from __future__ import annotations
 
@@ -26,9 +30,13 @@ import time
 
 import uvloop
 
+from bindings.cdr import CdrWriter
+from bindings.media import MediaPlane
+from bindings.records import CallRecords
 from bindings.storage import Storage
 from bindings.transport import TcpConnection, TcpRegistry, UdpTransport
-from core.call import B2BUA, CallSummary
+from core.call import B2BUA, CallSummary, MediaBridge, MediaRelease
+from core.call.b2bua import CallConnected
 from core.config import Config, parse_listen
 from core.registrar import Registrar
 from core.sip.addr import Peer
@@ -70,6 +78,9 @@ class Node:
     def __init__(self, config: Config):
         self.config = config
         self.storage: Storage | None = None
+        self.cdr: CdrWriter | None = None
+        self.records: CallRecords | None = None
+        self.media: MediaPlane | None = None
         self.endpoint: Endpoint | None = None
         self.udp: dict[int, UdpTransport] = {}  # by address family
         self.tcp = TcpRegistry()
@@ -84,6 +95,12 @@ class Node:
         cfg = self.config
         os.makedirs(cfg.node.data_dir, exist_ok=True)
         self.storage = Storage(cfg.node.data_dir)
+        self.cdr = CdrWriter(self.storage)
+        for rec in self.cdr.recovered[:20]:  # the count is logged by the writer; a few for the operator
+            log.warning("call %s cut off by a crash, recorded as interrupted (answered %s, last seen %s)",
+                        rec.call_id, rec.answered, rec.ended)
+        self.records = CallRecords(self.cdr, cfg.node.name)
+        self.records.start()
         registrar = Registrar(cfg, self.storage.bindings(), secrets.token_bytes(32))
         t = cfg.sip.timers
         self.endpoint = Endpoint(
@@ -115,6 +132,14 @@ class Node:
                 # A wildcard bind cannot be a Contact: the media address stands in for it.
                 own = cfg.media.address if bound[0] in ("0.0.0.0", "::") else bound[0]
                 local = Peer("udp", own, bound[1])
+        try:
+            self.media = MediaPlane(cfg.media)
+        except (ValueError, OSError) as exc:
+            # An IPv6 media address, say: calls still connect, their RTP is not anchored here.
+            log.error("media engine not started on %s: %s; calls will carry no relayed media",
+                      cfg.media.address, exc)
+        else:
+            self.media.start(loop)
         if local is not None:
             sessions = SessionLayer(self.endpoint.transactions, local, user=cfg.node.name)
             self.endpoint.calls = B2BUA(cfg, sessions, registrar)
@@ -142,6 +167,15 @@ class Node:
                 proto.transport.close()
         for server in self.servers:
             await server.wait_closed()
+        if self.media is not None:
+            self.media.stop()
+            self.media = None
+        if self.records is not None:
+            await self.records.stop()
+            self.records = None
+        if self.cdr is not None:
+            self.cdr.stop()
+            self.cdr = None
         if self.storage is not None:
             self.storage.close()
             self.storage = None
@@ -163,12 +197,22 @@ class Node:
     def flush(self) -> None:
         calls = self.endpoint.calls
         if calls is not None:
+            media, records = self.media, self.records
             while (event := calls.next_event()) is not None:
-                # Until the media engine and the CDR writer consume them.
-                if isinstance(event, CallSummary):
+                if isinstance(event, MediaBridge):
+                    if media is not None:
+                        media.bridge(event)
+                elif isinstance(event, MediaRelease):
+                    if media is not None:
+                        media.release(event.call_id)
+                elif isinstance(event, CallConnected):
+                    if records is not None:
+                        records.connected(event)
+                elif isinstance(event, CallSummary):
                     call_log.info("call %s", event)
-                else:
-                    call_log.info("media %s", event)
+                    figures, dtmf = media.take_figures(event.call_id) if media is not None else (None, "")
+                    if records is not None:
+                        records.ended(event, figures, dtmf)
         for data, peer in self.endpoint.datagrams_to_send():
             if peer.transport == "udp":
                 family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET

@@ -17,9 +17,13 @@ CANCEL; maximum duration: BYE both ways).
 
 For the media engine it emits ``MediaBridge`` (ports of both legs and where each leg's far end
 receives, from the SDP) when the media path is known — B's first answer, in a 183 or the 2xx — and
-again when a re-INVITE moves it; ``MediaRelease`` when the call ends. ``CallSummary`` closes every
-call (the CDR writer's input): who called whom, through which route, trunk or user, the times of
-offer, answer and end, disposition, who hung up and the status the caller got.
+again when a re-INVITE moves it (with the codec and the telephone-event payload type of B's answer,
+which the engine needs for its figures and RFC 4733 digits); ``MediaRelease`` when the call ends.
+``CallConnected`` when the caller has been sent the 2xx (the CDR journal's entry: what a crash from
+then on leaves to recover). ``CallSummary`` closes every call (the CDR writer's input): who called
+whom, through which route, trunk or user, the times of offer, first ringing, answer and end,
+disposition, who hung up, the status the caller got, and leg B's Call-ID, request-URI and final
+status.
 
 Events the B2BUA consumes come from the session layer (``SessionLayer.next_event``); it is fed the
 transaction layer's events through ``handle_event(event, now)`` and drains the session layer's queue
@@ -67,6 +71,7 @@ from core.sip.uri import parse_name_addr
 __all__ = [
     "B2BUA",
     "Call",
+    "CallConnected",
     "CallSummary",
     "MediaBridge",
     "MediaRelease",
@@ -117,6 +122,8 @@ class MediaBridge:
     leg_a_remote: tuple[str, int]
     leg_b_port: int
     leg_b_remote: tuple[str, int]
+    codec: str = ""  # the voice codec of B's answer ("PCMU" ...), "" when unknown
+    dtmf_pt: int | None = None  # the telephone-event payload type (RFC 4733), None when not agreed
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,6 +152,23 @@ class CallSummary:
     disposition: str
     hangup_by: str | None
     status: int
+    # Appended fields (each with a default): what the call record's legs need.
+    ringing_at: float | None = None  # B's first provisional response (relayed to A)
+    codec: str = ""  # the voice codec of B's answer
+    caller_uri: str = ""  # leg A's From URI
+    leg_b_call_id: str | None = None  # None when leg B was never sent
+    leg_b_uri: str = ""  # leg B's Request-URI
+    leg_b_status: int = 0  # B's final status (487 once we CANCELled it), 0 when none
+
+
+@dataclass(slots=True, frozen=True)
+class CallConnected:
+    """B answered and A was sent the 2xx: the call is up. ``summary`` is the call as it stands
+    (disposition "answered", ``ended_at`` the answer time, ``hangup_by`` None): what the CDR
+    journal keeps so that a crash from now on leaves an "interrupted" record."""
+
+    call_id: str
+    summary: CallSummary
 
 
 def map_failure(status: int) -> tuple[int, str | None]:
@@ -247,7 +271,8 @@ class Call:
 
     __slots__ = ("b2bua", "id", "state", "a", "b", "route", "source", "trunks", "user", "caller",
                  "callee", "offered_at", "answered_at", "timer", "offer_a", "offer_b", "bridged",
-                 "reinvite_from", "reinvite_offer", "cancelled", "hangup_by", "supported")
+                 "reinvite_from", "reinvite_offer", "cancelled", "hangup_by", "supported",
+                 "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -272,6 +297,12 @@ class Call:
         self.cancelled = False
         self.hangup_by: str | None = None
         self.supported: set[str] = set()
+        self.ringing_at: float | None = None
+        self.codec = ""
+        self.dtmf_pt: int | None = None
+        self.caller_uri = ""
+        self.b_uri = ""
+        self.b_status = 0
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -398,7 +429,9 @@ class B2BUA:
         self.stats["offered"] += 1
         call.callee = dialled_number(msg.uri)
         try:
-            call.caller = parse_name_addr(msg.from_).uri.user or ""
+            uri = parse_name_addr(msg.from_).uri
+            call.caller = uri.user or ""
+            call.caller_uri = str(uri)
         except ValueError:
             call.caller = ""
         call.a = Leg(a, 0)
@@ -484,6 +517,7 @@ class B2BUA:
             self._reject_new(call, now, 503, "Service Unavailable", FAILED)
             return
         call.b.session = b
+        call.b_uri = target
         call.trunks = [t.name for t in trunks]
         for name in call.trunks:
             self._trunk_calls[name] += 1
@@ -514,6 +548,12 @@ class B2BUA:
         if not intersect(call.offer_b, answer):
             raise OfferAnswerError("Not Acceptable Here: B's answer has no codec of the offer")
         call.b.remote = answer.rtp_address()
+        for codec in answer.codecs():
+            name = codec.name.lower()
+            if name == "telephone-event" and codec.clock == 8000 and call.dtmf_pt is None:
+                call.dtmf_pt = codec.pt
+            elif name not in AUXILIARY_FORMATS and not call.codec:
+                call.codec = codec.name.upper()
         sd = call.a.origin.anchor(answer, address=self.address, port=call.a.port)
         call.a.last_sdp = sd.serialize()
         return call.a.last_sdp
@@ -522,6 +562,8 @@ class B2BUA:
         if call.state not in (CALLING, EARLY):
             return
         call.state = EARLY
+        if call.ringing_at is None:
+            call.ringing_at = now
         status = msg.status
         body = b""
         if msg.body:
@@ -539,6 +581,7 @@ class B2BUA:
         if call.state not in (CALLING, EARLY):
             return
         self._cancel_timer(call)
+        call.b_status = msg.status
         body = msg.body
         try:
             if body:
@@ -557,11 +600,13 @@ class B2BUA:
         call.answered_at = now
         self.stats["answered"] += 1
         self._bridge(call)
+        self._events.append(CallConnected(call.id, self._make_summary(call, now, ANSWERED_D, 200, None)))
         call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
 
     def _b_failed(self, call: Call, status: int, now: float) -> None:
         if call.state not in (CALLING, EARLY):
             return
+        call.b_status = status
         mapped, reason = map_failure(status)
         # A final answer from B is B's decision; a timeout or a server failure is nobody's.
         by = CALLEE if status < 500 and status != 408 else None
@@ -572,6 +617,8 @@ class B2BUA:
         a = call.a.session
         if call.b is not None and call.b.session is not None and call.b.session.state != TERMINATED:
             call.b.session.bye(now)  # a UAC still calling CANCELs (RFC 3261 §9.1)
+            if not call.b_status:
+                call.b_status = 487  # what a CANCELled INVITE ends with (RFC 3261 §9.2)
         try:
             a.reject(now, status, reason, headers=headers)
         except ProtocolError:
@@ -587,6 +634,7 @@ class B2BUA:
             return
         call.cancelled = True
         call.b.session.cancel(now)
+        call.b_status = call.b_status or 487
         self.stats["cancelled"] += 1
         self._finish(call, now, CANCELLED, 487, CALLER)
 
@@ -680,7 +728,7 @@ class B2BUA:
         if key == call.bridged:
             return
         call.bridged = key
-        self._events.append(MediaBridge(call.id, a.port, a.remote, b.port, b.remote))
+        self._events.append(MediaBridge(call.id, a.port, a.remote, b.port, b.remote, call.codec, call.dtmf_pt))
 
     def _finish(self, call: Call, now: float, disposition: str, status: int, by: str | None) -> None:
         if call.state == ENDED:
@@ -704,20 +752,28 @@ class B2BUA:
         self._summary(call, now, disposition, status, by)
 
     def _summary(self, call: Call, now: float, disposition: str, status: int, by: str | None) -> None:
+        self._events.append(self._make_summary(call, now, disposition, status, by))
+
+    def _make_summary(self, call: Call, now: float, disposition: str, status: int,
+                      by: str | None) -> CallSummary:
         route = call.route
         trunk = None
         if route is not None and route.kind == "trunk":
             trunk = route.name
         elif call.source not in (None, "users"):
             trunk = call.source
-        self._events.append(CallSummary(
+        b = call.b.session if call.b is not None else None
+        return CallSummary(
             call_id=call.id, caller=call.caller, callee=call.callee,
             route=route.route.name if route is not None else None,
             target=route.route.target if route is not None else None,
             trunk=trunk, user=call.user, source=call.source,
             offered_at=call.offered_at, answered_at=call.answered_at, ended_at=now,
             disposition=disposition, hangup_by=by, status=status,
-        ))
+            ringing_at=call.ringing_at, codec=call.codec, caller_uri=call.caller_uri,
+            leg_b_call_id=b.call_id if b is not None else None, leg_b_uri=call.b_uri,
+            leg_b_status=call.b_status,
+        )
 
     def _reply(self, tx, msg, status: int, now: float) -> None:
         headers = [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER")] if status == 501 else []

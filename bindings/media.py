@@ -1,0 +1,191 @@
+"""The node's media plane: one RTP relay engine (``core._rtp.Engine``) on the [media] address and port
+range, its loop in a thread of its own, commanded from the node's event loop.
+
+The call layer decides, the engine moves packets (DESIGN.md, "A call's way through", step 3): on
+``MediaBridge`` the call's relay is added with the two ports the call layer put in its SDP (its
+``PortAllocator`` and the engine cover the same range, and a port is the engine's only between a
+bridge and its release, so the two never disagree) and each leg's far end as the SDP gives it — the
+engine then latches on the address the packets really come from (RFC 4961 symmetric RTP); a second
+``MediaBridge`` for the same call (a re-INVITE moved a leg, RFC 3264 §8) patches the peers. On
+``MediaRelease`` the relay is removed and its final per-leg figures (packets, RFC 3550 loss and
+jitter, the G.107 MOS estimate) are kept for the call's record, which the node takes with
+``take_figures``.
+
+The engine's loop runs ``serve()`` with the GIL released; commands and the loop share the engine's
+mutex. Its events (``DtmfDigit``, ``MediaTimeout``, ``Latched``, ``SsrcChanged``) are read on the
+asyncio loop when ``event_fd`` turns readable: digits are collected per call for the record (its
+``dtmf`` field) and logged, timeouts are logged. ``stop()`` stops the loop, joins the thread and
+closes every socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import threading
+from typing import Any
+
+from core._rtp import Engine
+from core.call.b2bua import MediaBridge
+from core.config import MediaConfig
+from core.media.quality import LegFigures
+from core.media.rtp import DtmfDigit, Latched, MediaTimeout, SsrcChanged
+
+__all__ = ["MediaPlane"]
+
+log = logging.getLogger("switchcore.media")
+
+# A leg that receives no RTP for this long is logged (once, until media resumes). Calls on hold
+# send nothing, so this is a note for the operator, not a reason to hang up.
+MEDIA_TIMEOUT_MS = 60_000
+# The engine's poll timeout: how long serve() may take to notice stop() when no packet moves.
+SERVE_TIMEOUT_MS = 100
+# Kernel buffers of each RTP socket.
+SOCKET_BUFFER = 256 * 1024
+
+
+def _peer(remote: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The engine's starting peer for a leg: an IPv4 address and port from SDP, or None (the leg then
+    takes the first source that sends). 0.0.0.0 or port 0 is a hold (RFC 3264 §8.4), a name cannot be
+    resolved here: both mean "learn it from the packets"."""
+    if remote is None:
+        return None
+    host, port = remote
+    if not port:
+        return None
+    try:
+        addr = ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    if addr.is_unspecified:
+        return None
+    return host, port
+
+
+class MediaPlane:
+    """The relay engine of one node; see the module doc."""
+
+    def __init__(self, config: MediaConfig, *, timeout_ms: int = MEDIA_TIMEOUT_MS,
+                 socket_buffer: int = SOCKET_BUFFER):
+        self.config = config
+        self.timeout_ms = timeout_ms
+        self.engine = Engine(config.rtp_port_min, config.rtp_port_max, config.address,
+                             socket_buffer=socket_buffer)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bridged: dict[str, MediaBridge] = {}  # live relays by call id
+        self._figures: dict[str, dict[str, LegFigures]] = {}  # released, not yet taken
+        self._digits: dict[str, list[str]] = {}
+        self.relays_added = 0
+        self.relay_errors = 0
+        self._dropped = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the engine's loop in its thread; read its events on ``loop``."""
+        self._loop = loop
+        self._thread = threading.Thread(target=self._serve, name="media-engine", daemon=True)
+        self._thread.start()
+        loop.add_reader(self.engine.event_fd, self.drain_events)
+        log.info("media on %s, ports %d-%d", self.config.address, self.config.rtp_port_min,
+                 self.config.rtp_port_max)
+
+    def _serve(self) -> None:
+        try:
+            self.engine.serve(SERVE_TIMEOUT_MS)
+        except Exception:  # the engine's loop must not die silently
+            log.exception("media engine loop failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the engine's loop, join its thread, close every socket. Safe to call twice."""
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self.engine.event_fd)
+            except (ValueError, OSError):
+                pass
+            self._loop = None
+        self.engine.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("media engine thread did not stop within %.1f s", timeout)
+            self._thread = None
+        if self._bridged:
+            # Calls still relayed at the very end (the node's drain ends them first): keep their figures.
+            for call_id in list(self._bridged):
+                self.release(call_id)
+        self.drain_events()
+        self.engine.close()
+
+    # -- commands from the call layer -----------------------------------------------------------
+    def bridge(self, event: MediaBridge) -> None:
+        """Relay the call's two legs, or move an existing relay's peers (a re-INVITE)."""
+        peer_a, peer_b = _peer(event.leg_a_remote), _peer(event.leg_b_remote)
+        call_id = event.call_id
+        try:
+            if call_id in self._bridged:
+                self.engine.patch_relay(call_id, {"a": {"peer": peer_a}, "b": {"peer": peer_b}})
+            else:
+                options: dict[str, Any] = {"a": {"peer": peer_a}, "b": {"peer": peer_b},
+                                           "timeout_ms": self.timeout_ms}
+                if event.codec:
+                    options["codec"] = event.codec
+                if event.dtmf_pt is not None:
+                    options["dtmf_pt"] = event.dtmf_pt
+                self.engine.add_relay(call_id, event.leg_a_port, event.leg_b_port, options)
+                self.relays_added += 1
+        except (OSError, ValueError, RuntimeError) as exc:
+            # A port held by another process, a range used up: the call goes on without media, and
+            # the operator sees why.
+            self.relay_errors += 1
+            log.error("media for call %s not relayed (ports %d/%d): %s", call_id, event.leg_a_port,
+                      event.leg_b_port, exc)
+            return
+        self._bridged[call_id] = event
+
+    def release(self, call_id: str) -> dict[str, LegFigures] | None:
+        """Stop relaying the call; its final figures ``{"a": ..., "b": ...}`` (None if never relayed)."""
+        if self._bridged.pop(call_id, None) is None:
+            return None
+        try:
+            figures = self.engine.remove_relay(call_id)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            log.error("media for call %s: relay not removed: %s", call_id, exc)
+            return None
+        self._figures[call_id] = figures
+        self.drain_events()  # the relay's last digits, before its record is written
+        return figures
+
+    def take_figures(self, call_id: str) -> tuple[dict[str, LegFigures] | None, str]:
+        """The released call's figures and the DTMF digits its legs carried (forgotten here)."""
+        digits = self._digits.pop(call_id, None)
+        return self._figures.pop(call_id, None), "".join(digits) if digits else ""
+
+    def active(self) -> int:
+        return len(self._bridged)
+
+    @property
+    def packets_forwarded(self) -> int:
+        return self.engine.packets_forwarded
+
+    # -- events from the engine -----------------------------------------------------------------
+    def drain_events(self) -> None:
+        """Read what the engine has queued (runs on the event loop when ``event_fd`` is readable)."""
+        for event in self.engine.events():
+            if isinstance(event, DtmfDigit):
+                if event.relay_id is not None and event.digit is not None:
+                    self._digits.setdefault(event.relay_id, []).append(event.digit)
+                log.info("call %s: DTMF %s on leg %s", event.relay_id, event.digit, event.leg)
+            elif isinstance(event, MediaTimeout):
+                log.warning("call %s: no RTP on leg %s for %d ms", event.relay_id, event.leg, event.idle_ms)
+            elif isinstance(event, Latched):
+                log.debug("call %s: leg %s %slatched to %s:%d%s", event.relay_id, event.leg,
+                          "re" if event.relatched else "", event.host, event.port,
+                          " (RTCP)" if event.rtcp else "")
+            elif isinstance(event, SsrcChanged):
+                log.debug("call %s: leg %s SSRC %08x -> %08x", event.relay_id, event.leg,
+                          event.old_ssrc, event.new_ssrc)
+        dropped = self.engine.events_dropped
+        if dropped != self._dropped:
+            log.warning("media engine dropped %d events (nobody read them in time)", dropped - self._dropped)
+            self._dropped = dropped

@@ -1,0 +1,185 @@
+"""Call records from the running node: the call layer's events become ``CallRecord``s in LMDB.
+
+DESIGN.md ("A call's way through", step 4; "Storage"): every call leaves exactly one record — answered,
+busy, cancelled, failed, refused over a channel limit alike — written through the node's one
+``CdrWriter``. At the answer (``CallConnected``) the call's record so far goes to the active-call
+journal (``writer.answered``), so a crash from then on leaves it to be closed as "interrupted" when the
+node reopens its data folder; at the end (``CallSummary``, with the media plane's per-leg figures and
+the digits the legs carried) the final record is written (``writer.record``), which removes the
+journal entry in the same transaction. Long calls have their journal entry re-written every
+``refresh`` seconds, so an interrupted call's end is known to within that.
+
+``record_of(summary, ...)`` is the pure mapping from the call layer's summary to the record: the
+B2BUA's dispositions onto ``core.cdr.record.Disposition`` (a caller's CANCEL is "abandoned", a refusal
+over a limit "refused-no-channel", a 404 or no route "invalid-number", 403/603 "declined"), who hung
+up, and two legs: leg A (the caller's dialog, keyed by the call's Call-ID) and leg B (the dialog the
+switch opened, keyed by its own Call-ID), each with the RTP figures of what arrived on it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from bindings.cdr import CdrWriter, CommitError
+from core.call.b2bua import CallConnected, CallSummary
+from core.cdr.record import CallRecord, Direction, Disposition, HangupBy, Leg
+from core.media.quality import LegFigures
+
+__all__ = ["CallRecords", "record_of", "status_disposition"]
+
+log = logging.getLogger("switchcore.cdr")
+
+# Seconds between re-writes of a live call's journal entry (the bound on an interrupted call's end).
+JOURNAL_REFRESH = 30.0
+
+_DISPOSITIONS = {
+    "answered": Disposition.ANSWERED,
+    "busy": Disposition.BUSY,
+    "no answer": Disposition.NO_ANSWER,
+    "cancelled": Disposition.ABANDONED,
+    "failed": Disposition.FAILED,
+    "refused": Disposition.REFUSED_NO_CHANNEL,
+    "no route": Disposition.INVALID_NUMBER,
+}
+_HANGUP = {"caller": HangupBy.CALLER, "callee": HangupBy.CALLEE}
+
+
+def status_disposition(status: int) -> Disposition:
+    """What a final SIP status means for a leg (the values of ``Disposition`` follow RFC 3261 §21)."""
+    if 200 <= status < 300:
+        return Disposition.ANSWERED
+    if status in (486, 600):
+        return Disposition.BUSY
+    if status in (408, 480):
+        return Disposition.NO_ANSWER
+    if status in (403, 603):
+        return Disposition.DECLINED
+    if status in (404, 484, 604):
+        return Disposition.INVALID_NUMBER
+    if status == 487:
+        return Disposition.ABANDONED  # the INVITE was CANCELled (RFC 3261 §9.2)
+    return Disposition.FAILED
+
+
+def _leg(leg_id: str, peer: str, summary: CallSummary, disposition: Disposition, status: int,
+         figures: LegFigures | None, live: bool) -> Leg:
+    media = {}
+    if figures is not None:
+        media = dict(packets_received=figures.packets_received, packets_lost=max(0, figures.packets_lost),
+                     jitter_ms=round(figures.jitter_ms, 3),
+                     mos=round(figures.mos, 2) if figures.packets_received else None)
+    return Leg(leg_id=leg_id, peer=peer, offered=summary.offered_at, ringing=summary.ringing_at,
+               answered=summary.answered_at if disposition is Disposition.ANSWERED else None,
+               ended=None if live else summary.ended_at, disposition=disposition, sip_status=status, codec=summary.codec,
+               **media)
+
+
+def record_of(summary: CallSummary, *, node: str = "", figures: dict[str, LegFigures] | None = None,
+              dtmf: str = "", live: bool = False) -> CallRecord:
+    """The call record of a finished call; with ``live`` (a ``CallConnected``'s summary) the record so
+    far, its legs not yet ended (the recovery ends them at the journal entry's time)."""
+    disposition = _DISPOSITIONS.get(summary.disposition)
+    if disposition is None:  # "rejected": by the status the caller got
+        disposition = status_disposition(summary.status)
+    figures = figures or {}
+    legs = [_leg(summary.call_id, summary.caller_uri or summary.caller, summary, disposition, summary.status,
+                 figures.get("a"), live)]
+    if summary.leg_b_call_id is not None:
+        status_b = summary.leg_b_status
+        legs.append(_leg(summary.leg_b_call_id, summary.leg_b_uri or summary.target or "", summary,
+                         status_disposition(status_b) if status_b else Disposition.FAILED, status_b,
+                         figures.get("b"), live))
+    outbound = summary.source == "users" and (summary.target or "").startswith("trunk:")
+    return CallRecord(
+        call_id=summary.call_id,
+        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
+        offered=summary.offered_at,
+        ended=summary.ended_at,
+        disposition=disposition,
+        caller=summary.caller,
+        callee=summary.callee,
+        node=node,
+        trunk=summary.trunk or "",
+        answered=summary.answered_at,
+        hangup_by=_HANGUP.get(summary.hangup_by or "", HangupBy.SYSTEM),
+        legs=tuple(legs),
+        dtmf=dtmf,
+        post_dial_delay=(summary.ringing_at - summary.offered_at) if summary.ringing_at is not None else None,
+    )
+
+
+class CallRecords:
+    """The node's side of the CDR writer: journal at the answer, record at the end; see the module doc."""
+
+    def __init__(self, writer: CdrWriter, node: str = "", *, refresh: float = JOURNAL_REFRESH):
+        self.writer = writer
+        self.node = node
+        self.refresh = refresh
+        self._live: dict[str, CallRecord] = {}  # answered, not ended: their record so far
+        self._pending: set[asyncio.Task] = set()
+        self._refresher: asyncio.Task | None = None
+        self.written = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        """Begin re-writing live calls' journal entries (call on the running loop)."""
+        if self.refresh > 0:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    def connected(self, event: CallConnected) -> None:
+        """The call was answered: journal its record so far."""
+        record = record_of(event.summary, node=self.node, live=True)
+        self._live[event.call_id] = record
+        self._spawn(self.writer.answered(record, event.summary.answered_at), event.call_id, "journal")
+
+    def ended(self, summary: CallSummary, figures: dict[str, LegFigures] | None = None, dtmf: str = "") -> CallRecord:
+        """The call is over: write its record (durable once the task's commit returns)."""
+        self._live.pop(summary.call_id, None)
+        record = record_of(summary, node=self.node, figures=figures, dtmf=dtmf)
+        self._spawn(self._record(record), summary.call_id, "record")
+        return record
+
+    async def _record(self, record: CallRecord) -> None:
+        await self.writer.record(record)
+        self.written += 1
+
+    def _spawn(self, coro, call_id: str, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(lambda t: self._done(t, call_id, what))
+
+    def _done(self, task: asyncio.Task, call_id: str, what: str) -> None:
+        self._pending.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.failed += 1
+            level = logging.ERROR if isinstance(exc, (CommitError, RuntimeError)) else logging.CRITICAL
+            log.log(level, "cdr: %s of call %s not written: %r", what, call_id, exc)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh)
+            if self._live:
+                now = time.time()
+                for record in list(self._live.values()):
+                    self.writer.call_answered(record, now)
+
+    def live(self) -> int:
+        return len(self._live)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the refresher and wait (bounded) for every record handed to the writer to commit."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            try:
+                await self._refresher
+            except asyncio.CancelledError:
+                pass
+            self._refresher = None
+        if self._pending:
+            done, left = await asyncio.wait(set(self._pending), timeout=timeout)
+            if left:
+                log.error("cdr: %d writes still pending after %.1f s", len(left), timeout)
