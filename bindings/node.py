@@ -88,7 +88,7 @@ class Node:
         self.listening: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._stopped = asyncio.Event()
+        self._held: set[asyncio.Task] = set()  # sends waiting on a commit (see flush)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,6 +157,8 @@ class Node:
                 await asyncio.sleep(0.05)
                 self.on_timer()
             self.flush()
+        if self._held:  # answers waiting on their commits go out before the sockets close
+            await asyncio.wait(list(self._held), timeout=DRAIN_SECONDS)
         if self._timer is not None:
             self._timer.cancel()
         for server in self.servers:
@@ -195,6 +197,13 @@ class Node:
         self.arm_timer()
 
     def flush(self) -> None:
+        """Act on the call layer's events, then send what the core has to send.
+
+        A step that answered or ended a call sends its datagrams only once that call's journal entry
+        or record is committed (a few ms, the CDR writer's group commit): a caller never holds a 200
+        for an answer or a hang-up the switch has not recorded, so a crash loses no call that either
+        side saw complete, and every call a side saw answered is closed as interrupted."""
+        durable: list[asyncio.Task] = []
         calls = self.endpoint.calls
         if calls is not None:
             media, records = self.media, self.records
@@ -207,13 +216,27 @@ class Node:
                         media.release(event.call_id)
                 elif isinstance(event, CallConnected):
                     if records is not None:
-                        records.connected(event)
+                        durable.append(records.connected(event))
                 elif isinstance(event, CallSummary):
                     call_log.info("call %s", event)
                     figures, dtmf = media.take_figures(event.call_id) if media is not None else (None, "")
                     if records is not None:
-                        records.ended(event, figures, dtmf)
-        for data, peer in self.endpoint.datagrams_to_send():
+                        durable.append(records.ended(event, figures, dtmf))
+        datagrams = self.endpoint.datagrams_to_send()
+        if durable and datagrams:
+            held = asyncio.get_running_loop().create_task(self._send_when_committed(durable, datagrams))
+            self._held.add(held)
+            held.add_done_callback(self._held.discard)
+        else:
+            self._send(datagrams)
+
+    async def _send_when_committed(self, durable: list[asyncio.Task], datagrams) -> None:
+        # A failed commit is logged by the records; the call itself goes on.
+        await asyncio.wait(durable)
+        self._send(datagrams)
+
+    def _send(self, datagrams) -> None:
+        for data, peer in datagrams:
             if peer.transport == "udp":
                 family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
                 proto = self.udp.get(family)

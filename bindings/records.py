@@ -127,27 +127,30 @@ class CallRecords:
         if self.refresh > 0:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
 
-    def connected(self, event: CallConnected) -> None:
-        """The call was answered: journal its record so far."""
+    def connected(self, event: CallConnected) -> asyncio.Task:
+        """The call was answered: journal its record so far. The task ends when the entry is
+        committed; the node holds the answer to the caller until then."""
         record = record_of(event.summary, node=self.node, live=True)
         self._live[event.call_id] = record
-        self._spawn(self.writer.answered(record, event.summary.answered_at), event.call_id, "journal")
+        return self._spawn(self.writer.answered(record, event.summary.answered_at), event.call_id, "journal")
 
-    def ended(self, summary: CallSummary, figures: dict[str, LegFigures] | None = None, dtmf: str = "") -> CallRecord:
-        """The call is over: write its record (durable once the task's commit returns)."""
+    def ended(self, summary: CallSummary, figures: dict[str, LegFigures] | None = None,
+              dtmf: str = "") -> asyncio.Task:
+        """The call is over: write its record. The task ends when the record is committed; the
+        node holds the final answers of the call (the 200 to a BYE) until then."""
         self._live.pop(summary.call_id, None)
         record = record_of(summary, node=self.node, figures=figures, dtmf=dtmf)
-        self._spawn(self._record(record), summary.call_id, "record")
-        return record
+        return self._spawn(self._record(record), summary.call_id, "record")
 
     async def _record(self, record: CallRecord) -> None:
         await self.writer.record(record)
         self.written += 1
 
-    def _spawn(self, coro, call_id: str, what: str) -> None:
+    def _spawn(self, coro, call_id: str, what: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._pending.add(task)
         task.add_done_callback(lambda t: self._done(t, call_id, what))
+        return task
 
     def _done(self, task: asyncio.Task, call_id: str, what: str) -> None:
         self._pending.discard(task)
