@@ -15,6 +15,9 @@ Targets (the issue "Call records in LMDB, call-centre KPIs and Erlang planning")
    dimension (queue, 15 min) and every dimension — target 10 M in under 10 s on one core; the
    extrapolation to 10 M is printed.
 
+5. ``test_export_csv_python``, ``test_export_jsonl_python``, ``test_report_queue_python``: 3 and 4 with the
+   pure-Python readers (msgspec views) instead of the compiled one (core/_cdrscan.pyx), in the same run.
+
 Every LMDB commit here is synced (``sync=True``, as the node runs). Records are tests/test_kpi.py's
 ``synthetic_records`` (both directions, every disposition, 0-2 queue segments).
 """
@@ -151,14 +154,14 @@ def test_group_commit_paced(benchmark, tmp_path):
     storage.close()
 
 
-def _export(benchmark, stored, fn, binary: bool, name: str):
+def _export(benchmark, stored, fn, binary: bool, name: str, compiled: bool | None = None):
     benchmark.group = "CDR store"
     reader = CdrReader(stored)
     counts = []
 
     def run():
         with open(os.devnull, "wb" if binary else "w", newline=None if binary else "") as out:
-            counts.append(fn(reader.scan(batch=4096), out))
+            counts.append(fn(reader.scan(batch=4096), out, compiled=compiled))
 
     benchmark.pedantic(run, rounds=2, iterations=1)
     rate = counts[-1] / benchmark.stats.stats.mean
@@ -175,13 +178,21 @@ def test_export_jsonl(benchmark, stored):
     _export(benchmark, stored, write_jsonl, True, "export JSON lines")
 
 
-def _report(benchmark, stored, dimensions: tuple[str, ...], name: str):
+def test_export_csv_python(benchmark, stored):
+    _export(benchmark, stored, write_csv, False, "export CSV, pure Python", compiled=False)
+
+
+def test_export_jsonl_python(benchmark, stored):
+    _export(benchmark, stored, write_jsonl, True, "export JSON lines, pure Python", compiled=False)
+
+
+def _report(benchmark, stored, dimensions: tuple[str, ...], name: str, compiled: bool | None = None):
     benchmark.group = "CDR store"
     reader = CdrReader(stored)
     config = KpiConfig(interval=900)
 
     def run():
-        return [build_report(reader, dim, None, None, config).report(dim) for dim in dimensions]
+        return [build_report(reader, dim, None, None, config, compiled=compiled).report(dim) for dim in dimensions]
 
     reports = benchmark.pedantic(run, rounds=2, iterations=1)
     mean = benchmark.stats.stats.mean
@@ -197,3 +208,7 @@ def test_report_queue(benchmark, stored):
 
 def test_report_all(benchmark, stored):
     _report(benchmark, stored, DIMENSIONS, "report by every dimension, 15 min")
+
+
+def test_report_queue_python(benchmark, stored):
+    _report(benchmark, stored, ("queue",), "report by queue, 15 min, pure Python", compiled=False)

@@ -13,6 +13,9 @@ report over 10 million records in under 10 s on one core, i.e. 1,000,000 records
 3. ``test_lmdb_scan_queue_report``: the queue report with the records read by a cursor scan of an LMDB
    database keyed as core.cdr.record keys them (what a report over a time range does).
 4. ``test_live_add``: the live path, one record at a time as calls end (records a second per core).
+5. ``test_queue_report_python``, ``test_full_report_python``, ``test_lmdb_scan_queue_report_python``: 1-3 with
+   the pure-Python reader (msgspec views, then columns) instead of the compiled one (core/_cdrscan.pyx), in
+   the same run, for the ratio. Without the compiled reader built, 1-3 measure the pure path too.
 Each records records_per_second and seconds_for_10M (the extrapolation) in extra_info, and the first prints
 the time spent in each stage.
 """
@@ -24,7 +27,7 @@ import time
 import lmdb
 import pytest
 
-from core.cdr.kpi import Columns, KpiBook, KpiConfig, decode_views
+from core.cdr.kpi import COMPILED, Columns, KpiBook, KpiConfig, decode_views
 from core.cdr.record import encode, record_key
 from tests.test_kpi import synthetic_records
 
@@ -61,9 +64,9 @@ def _record(benchmark, records: int) -> None:
           f"(target {TARGET_10M_SECONDS:.0f} s)")
 
 
-def queue_report(blobs: list[bytes]):
+def queue_report(blobs: list[bytes], compiled: bool | None = None):
     book = KpiBook(CONFIG, dimensions=("queue",))
-    book.add_encoded(blobs)
+    book.add_encoded(blobs, compiled=compiled)
     return book.report("queue")
 
 
@@ -86,13 +89,24 @@ def test_queue_report(benchmark, blobs):
     book.report("queue")
     t4 = time.perf_counter()
     stages = {"decode": t1 - t0, "columns": t2 - t1, "aggregate": t3 - t2, "figures": t4 - t3}
+    if COMPILED:  # the compiled reader does decode and columns in one pass
+        t5 = time.perf_counter()
+        Columns.from_encoded(blobs, calls=False, agents=False, compiled=True)
+        stages["compiled scan (decode + columns)"] = time.perf_counter() - t5
     benchmark.extra_info["stage_ns_per_record"] = {k: round(v * 1e9 / N) for k, v in stages.items()}
     print("stages (ns/record): " + ", ".join(f"{k} {v * 1e9 / N:.0f}" for k, v in stages.items()))
 
 
-def full_report(blobs: list[bytes]):
+def test_queue_report_python(benchmark, blobs):
+    benchmark.group = "KPI report over 1M stored records"
+    report = benchmark.pedantic(queue_report, args=(blobs, False), rounds=2, iterations=1)
+    assert report == queue_report(blobs)  # the compiled reader's report is the same, figure for figure
+    _record(benchmark, N)
+
+
+def full_report(blobs: list[bytes], compiled: bool | None = None):
     book = KpiBook(CONFIG)
-    book.add_encoded(blobs)
+    book.add_encoded(blobs, compiled=compiled)
     return {dim: book.report(dim) for dim in ("node", "trunk", "queue", "agent", "campaign")}
 
 
@@ -103,7 +117,15 @@ def test_full_report(benchmark, blobs):
     _record(benchmark, N)
 
 
-def test_lmdb_scan_queue_report(benchmark, stored, tmp_path_factory):
+def test_full_report_python(benchmark, blobs):
+    benchmark.group = "KPI report over 1M stored records"
+    reports = benchmark.pedantic(full_report, args=(blobs, False), rounds=1, iterations=1)
+    assert all(reports.values())
+    _record(benchmark, N)
+
+
+@pytest.mark.parametrize("compiled", [None, False], ids=["compiled", "python"])
+def test_lmdb_scan_queue_report(benchmark, stored, tmp_path_factory, compiled):
     benchmark.group = "KPI report over 1M stored records"
     env = lmdb.open(str(tmp_path_factory.mktemp("cdr")), map_size=4 << 30, max_dbs=2, sync=False)
     cdrs = env.open_db(b"cdr")
@@ -114,7 +136,7 @@ def test_lmdb_scan_queue_report(benchmark, stored, tmp_path_factory):
     def scan_and_report():
         with env.begin(db=cdrs, buffers=False) as txn:
             values = [value for _, value in txn.cursor()]
-        return queue_report(values)
+        return queue_report(values, compiled)
 
     report = benchmark.pedantic(scan_and_report, rounds=3, iterations=1)
     assert report

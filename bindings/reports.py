@@ -44,6 +44,11 @@ import numpy as np
 
 from core.cdr.record import CallRecord
 
+try:  # the compiled reader of stored records (core/_cdrscan.pyx); the views below are its twin
+    from core import _cdrscan
+except ImportError:
+    _cdrscan = None
+
 __all__ = ["export_main", "report_main", "erlang_main", "CSV_COLUMNS", "write_csv", "write_jsonl",
            "REPORT_COLUMNS", "build_report"]
 
@@ -186,14 +191,34 @@ def _views(blobs: list[bytes]) -> list:
     return _view_list_decoder.decode(b"\xdd" + len(blobs).to_bytes(4, "big") + b"".join(blobs))
 
 
-def write_jsonl(batches: Iterator[list[bytes]], out: IO[bytes]) -> int:
-    """Every stored record as one JSON object a line; returns the number written."""
+def write_jsonl(batches: Iterator[list[bytes]], out: IO[bytes], *, compiled: bool | None = None) -> int:
+    """Every stored record as one JSON object a line; returns the number written.
+
+    ``compiled`` (default: when core/_cdrscan is built) transcodes MessagePack to JSON in C; a batch it
+    declines (``Unsupported``) is written by the twin below, byte for byte the same.
+    """
+    compiled = _use_compiled(compiled)
     n = 0
     for blobs in batches:
+        if compiled:
+            try:
+                out.write(_cdrscan.json_lines(blobs))
+                n += len(blobs)
+                continue
+            except _cdrscan.Unsupported:
+                pass
         objects = msgspec.convert(_views(blobs), list[_Object], from_attributes=True)
         out.write(_json_encoder.encode_lines(objects))
         n += len(blobs)
     return n
+
+
+def _use_compiled(compiled: bool | None) -> bool:
+    if compiled is None:
+        return _cdrscan is not None
+    if compiled and _cdrscan is None:
+        raise RuntimeError("core._cdrscan is not built (python setup.py build_ext --inplace)")
+    return compiled
 
 
 CSV_COLUMNS = (
@@ -216,8 +241,14 @@ def _seconds(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
-def write_csv(batches: Iterator[list[bytes]], out: IO[str], *, epoch: bool = False) -> int:
-    """One row per call (``CSV_COLUMNS``) after a header row; returns the number of calls written."""
+def write_csv(batches: Iterator[list[bytes]], out: IO[str], *, epoch: bool = False,
+              compiled: bool | None = None) -> int:
+    """One row per call (``CSV_COLUMNS``) after a header row; returns the number of calls written.
+
+    ``compiled`` (default: when core/_cdrscan is built) writes a batch's rows in C; a batch it declines
+    (``Unsupported``) is written by the twin below, byte for byte the same.
+    """
+    compiled = _use_compiled(compiled)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     n = 0
@@ -232,6 +263,13 @@ def write_csv(batches: Iterator[list[bytes]], out: IO[str], *, epoch: bool = Fal
         return [("" if t == "NaT" else t) for t in text] if None in values else text
 
     for blobs in batches:
+        if compiled:
+            try:
+                out.write(_cdrscan.csv_rows(blobs, epoch=epoch))
+                n += len(blobs)
+                continue
+            except _cdrscan.Unsupported:
+                pass
         rows = []
         views = _views(blobs)
         offered = stamps([r.offered for r in views])
@@ -319,13 +357,16 @@ _SHORT = {
 
 
 def build_report(reader, dimension: str, start: float | None, end: float | None, config, *,
-                 batch: int = 262_144):
-    """A KpiBook of one dimension over the calls that ended in [start, end), from one cursor scan."""
+                 batch: int = 262_144, compiled: bool | None = None):
+    """A KpiBook of one dimension over the calls that ended in [start, end), from one cursor scan.
+
+    ``compiled`` picks the reader of the stored bytes (``KpiBook.add_encoded``); the books are equal.
+    """
     from core.cdr.kpi import KpiBook
 
     book = KpiBook(config, dimensions=(dimension,))
     for blobs in reader.scan(start, end, batch=batch):
-        book.add_encoded(blobs)
+        book.add_encoded(blobs, compiled=compiled)
     return book
 
 

@@ -33,6 +33,13 @@ import numpy as np
 
 from core.cdr.record import CallRecord, Direction, Disposition, QueueOutcome
 
+try:  # the compiled reader of stored records (core/_cdrscan.pyx); this module's readers are its twin
+    from core import _cdrscan
+except ImportError:  # not built: the pure-Python path does everything
+    _cdrscan = None
+
+COMPILED = _cdrscan is not None  # whether add_encoded / Columns.from_encoded read records in C by default
+
 __all__ = [
     "DIMENSIONS",
     "KpiConfig",
@@ -42,6 +49,7 @@ __all__ = [
     "Columns",
     "KpiView",
     "decode_views",
+    "COMPILED",
 ]
 
 DIMENSIONS = ("node", "trunk", "queue", "agent", "campaign")
@@ -382,16 +390,18 @@ class KpiBook:
                                               agents=book.needs_agent_columns))
         return book
 
-    def add_encoded(self, blobs: Sequence[bytes]) -> None:
+    def add_encoded(self, blobs: Sequence[bytes | memoryview], *, compiled: bool | None = None) -> None:
         """Add stored records (the values of one LMDB cursor scan), decoding only what this book reads.
 
+        ``compiled`` picks the reader (``Columns.from_encoded``): by default the C one when it is built.
         The cyclic garbage collector is paused while the batch is decoded: a million short-lived views
         would otherwise trigger collections that rescan them all (a third of the time, measured).
         """
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            cols = Columns.from_encoded(blobs, calls=self.needs_call_columns, agents=self.needs_agent_columns)
+            cols = Columns.from_encoded(blobs, calls=self.needs_call_columns, agents=self.needs_agent_columns,
+                                        compiled=compiled)
         finally:
             if was_enabled:
                 gc.enable()
@@ -593,8 +603,30 @@ class Columns:
         return self
 
     @classmethod
-    def from_encoded(cls, blobs: Sequence[bytes], *, calls: bool = True, agents: bool = True) -> Columns:
-        """From stored records (the values of an LMDB scan), decoding only what the KPIs read."""
+    def from_encoded(cls, blobs: Sequence[bytes | memoryview], *, calls: bool = True, agents: bool = True,
+                     compiled: bool | None = None) -> Columns:
+        """From stored records (the values of an LMDB scan), decoding only what the KPIs read.
+
+        ``compiled=True`` (the default when core/_cdrscan is built) reads the bytes in C straight into the
+        columns, with no Python object per record; ``False`` decodes views (``decode_views``) and builds the
+        columns from them — the readable twin, which also takes any batch the C reader declines (a record it
+        does not reproduce exactly, or a broken one: the twin then raises msgspec's error). Either way the
+        columns hold the same values (names may be coded in another order), so books built from them are equal.
+        """
+        if compiled is None:
+            compiled = COMPILED
+        if compiled:
+            if _cdrscan is None:
+                raise RuntimeError("core._cdrscan is not built (python setup.py build_ext --inplace)")
+            try:
+                scanned = _cdrscan.scan_columns(blobs, calls=calls, agents=agents)
+            except _cdrscan.Unsupported:
+                pass
+            else:
+                self = cls()
+                for name, value in scanned.items():
+                    setattr(self, name, value)
+                return self
         return cls.from_records(decode_views(blobs, calls=calls, agents=agents), calls=calls, agents=agents)
 
 

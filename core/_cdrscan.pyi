@@ -1,0 +1,31 @@
+"""What Python sees of core/_cdrscan.pyx: stored call records (MessagePack bytes, or memoryviews of LMDB
+pages valid for the call) read in C into KPI columns, CSV rows and JSON lines. The pure-Python twins are
+core.cdr.kpi.Columns.from_records(decode_views(...)) and bindings.reports's views."""
+
+from typing import Sequence
+
+import numpy as np
+
+Record = bytes | bytearray | memoryview
+
+class Unsupported(ValueError):
+    """A batch the compiled reader does not reproduce exactly: read it with the pure-Python twin."""
+
+CSV_QUOTED: str  # the ASCII characters that make Python's csv writer quote a field
+JSON_SUPPORTED: bool  # False if CallRecord gained a field type the JSON transcoder does not know
+
+class NameTable:
+    names: list[str]
+    def __init__(self, values: Sequence[str] = (), frozen: bool = False) -> None: ...
+
+class ColumnScan:
+    def __init__(self, calls: bool, agents: bool) -> None: ...
+    def add(self, values: Sequence[Record]) -> None: ...
+    def columns(self) -> dict[str, np.ndarray | list[str] | int | bool]: ...
+
+class FieldLayout: ...
+
+def scan_columns(values: Sequence[Record], *, calls: bool = True,
+                 agents: bool = True) -> dict[str, np.ndarray | list[str] | int | bool]: ...
+def csv_rows(values: Sequence[Record], *, epoch: bool = False) -> str: ...
+def json_lines(values: Sequence[Record]) -> bytes: ...
