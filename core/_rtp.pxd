@@ -1,9 +1,10 @@
 # What C sees of the media engine (core/_rtp.pyx): the system calls it makes without the GIL, the
 # per-packet state of a leg (RFC 3550 A.1/A.8 statistics, RFC 4733 event state, the outgoing
-# SSRC/seq/ts rewrite), the event queue, and the Engine's fields.
+# SSRC/seq/ts rewrite, the prompt it plays, the recording ring it feeds), the event queue, and the
+# Engine's fields.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from posix.time cimport timespec
+from posix.time cimport itimerspec, timespec
 from posix.uio cimport iovec
 
 
@@ -46,6 +47,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int setsockopt(int, int, int, const void *, socklen_t)
     int recvmmsg(int, mmsghdr *, unsigned int, int, timespec *)
     int sendmmsg(int, mmsghdr *, unsigned int, int)
+    ssize_t sendto(int, const void *, size_t, int, const sockaddr *, socklen_t)
     enum: AF_INET
     enum: SOCK_DGRAM
     enum: SOCK_NONBLOCK
@@ -81,6 +83,13 @@ cdef extern from "<sys/eventfd.h>" nogil:
     enum: EFD_CLOEXEC
 
 
+cdef extern from "<sys/timerfd.h>" nogil:
+    int timerfd_create(int, int)
+    int timerfd_settime(int, int, const itimerspec *, itimerspec *)
+    enum: TFD_NONBLOCK
+    enum: TFD_CLOEXEC
+
+
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
         pass
@@ -99,10 +108,19 @@ cdef enum:
     EV_SSRC = 2      # a: old SSRC, b: new SSRC
     EV_DTMF = 3      # a: event code, b: duration (timestamp units), c: volume
     EV_TIMEOUT = 4   # a: idle milliseconds
+    EV_PLAYBACK = 5  # a: playback id, b: frames sent, c: reason (PLAY_DONE...)
+
+    PLAY_DONE = 0
+    PLAY_STOPPED = 1
+    PLAY_REPLACED = 2
+    PLAY_REMOVED = 3
 
     BATCH = 64       # datagrams per recvmmsg/sendmmsg
     SLOT = 2048      # bytes per receive buffer (larger datagrams are truncated and dropped)
     MAX_EVENTS = 256 # epoll events per wait
+    MAX_FRAME = 1024 # bytes of payload per prompt frame (60 ms of 16 kHz G.711 fits)
+    MAX_BURST = 5    # frames a late playback may send at once to catch up; beyond, frames are skipped
+    CAPTURE_BYTES = 488  # payload bytes kept per recorded packet (60 ms of G.711, and then some)
 
 
 cdef struct RtpHdr:
@@ -168,6 +186,48 @@ cdef struct Rewriter:
     uint32_t last_arrival
 
 
+cdef struct Playback:
+    # a prompt being sent to a leg's peer, one frame every ptime, as a source of its own (src/seq/ts)
+    # that the leg's rewrite joins to the bridged audio like any other source
+    const uint8_t *data  # frames back to back (a bytes object the Engine keeps alive)
+    Py_ssize_t frames
+    int frame_bytes
+    int payload_type
+    int loop
+    uint32_t id
+    int64_t start_ns     # when frame `base` was due
+    int64_t frame_ns
+    uint64_t base        # frames skipped or sent before start_ns
+    uint64_t index       # frames handled (sent or skipped) since the playback began
+    uint64_t sent
+    uint32_t src
+    uint32_t seq
+    uint32_t ts
+    int64_t last_ns      # when the previous frame of this source left (0: never)
+
+
+cdef struct CaptureRec:
+    # one packet of a recorded relay, as core/media/recording.py's CAPTURE_DTYPE reads it (512 bytes)
+    int64_t arrival_ns
+    uint32_t timestamp
+    uint32_t ssrc
+    uint16_t seq
+    uint16_t length
+    uint8_t payload_type
+    uint8_t marker
+    uint8_t leg
+    uint8_t pad
+    uint8_t payload[CAPTURE_BYTES]
+
+
+cdef struct Capture:
+    CaptureRec *items
+    uint32_t cap
+    uint32_t head
+    uint32_t count
+    uint64_t dropped
+
+
 cdef struct MediaEventC:
     int kind
     int leg          # 0: a, 1: b
@@ -210,6 +270,10 @@ cdef struct Leg:
     int64_t last_rx_ns
     int64_t timeout_ns
     int timed_out
+    int playing
+    Playback play
+    uint64_t held        # bridged packets held back while a prompt played to this leg
+    Capture *rec         # the ring of the relay's recording, NULL: not recorded
 
 
 cdef int rtp_parse(const uint8_t *p, Py_ssize_t n, RtpHdr *h) noexcept nogil
@@ -245,7 +309,15 @@ cdef class Engine:
     cdef int wakefd
     cdef int evfd
     cdef int ev_signalled
+    cdef int timerfd
+    cdef int timer_armed
+    cdef int playing_count
+    cdef int recording_count
+    cdef int rec_due
+    cdef int64_t last_drain_ns
+    cdef uint32_t next_playback_id
     cdef pthread_mutex_t mutex
+    cdef pthread_mutex_t rec_mutex  # the recordings' Python side (taken before mutex, never after)
     cdef EventQueue queue
     cdef int stopping
     cdef int closed
@@ -268,14 +340,26 @@ cdef class Engine:
     cdef dict retired       # serial -> relay_id of removed relays, until their events are drained
     cdef list meta          # slot -> {"a": {...}, "b": {...}} (codec, ptime_ms, delay for the figures)
     cdef set ports          # RTP ports in use
+    cdef dict prompts       # prompt_id -> Prompt
+    cdef dict play_refs     # leg index -> the bytes a playback reads
+    cdef dict recordings    # slot -> (CaptureRing, CallRecording)
 
     cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil
     cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil
     cdef int _accept_source(self, Leg *leg, int r, sockaddr_in *src) noexcept nogil
     cdef void _scan_timeouts(self, int64_t now_ns) noexcept nogil
+    cdef void _tick(self, int64_t now_ns) noexcept nogil
+    cdef void _play_leg(self, Leg *leg, int64_t now_ns) noexcept nogil
+    cdef void _end_playback(self, Leg *leg, int reason) noexcept nogil
+    cdef void _arm_timer(self, int on) noexcept nogil
     cdef void _signal(self) noexcept nogil
     cdef int _address(self, object value, sockaddr_in *out) except -1
     cdef void _push(self, int kind, Leg *leg, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept nogil
     cdef void _close_all(self) noexcept
     cdef void _lock(self) noexcept
     cdef void _unlock(self) noexcept
+
+
+cdef class CaptureRing:
+    cdef Capture c
+    cdef bytes take(self)

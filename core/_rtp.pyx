@@ -19,6 +19,19 @@ end sees one continuous stream when the source behind it changes. Around it, the
 - RTCP on port + 1 (RFC 3550 §11) latched and passed through the same way; RTCP multiplexed on the RTP
   port (RFC 5761 §4) passes through untouched;
 - a leg that receives nothing for ``timeout_ms`` raises ``MediaTimeout`` once (until media resumes).
+
+Playback and recording (core/media/prompts.py, core/media/recording.py):
+
+- ``play`` sends a prompt's G.711 frames to a leg's peer every ptime, paced by a timerfd in the same epoll
+  set (frame k leaves when k·ptime has passed since the start, so pacing does not drift). The prompt is a
+  source of its own behind the leg's rewrite, so the far end sees one stream across prompt → bridged
+  audio → prompt (RFC 7667 §3.2.1.4), the first frame of each prompt marked (RFC 3551 §4.1). While a prompt
+  plays to a leg, the audio bridged towards that leg is held back: the prompt replaces it.
+  ``PlaybackDone`` says when and why it ended.
+- ``record_start`` makes the loop copy each RTP packet arriving on either leg, with its arrival time,
+  into a ring (a memcpy: nothing else happens per packet); every 100 ms the loop returns to Python and
+  the recording's jitter buffers and WAV writer take the ring's contents (``serve``/``run`` do this
+  themselves). Relays that are not recorded pay one pointer test per packet.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -26,12 +39,16 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, itimerspec, timespec
 from posix.unistd cimport close, read, write
 
 import os
 
+import numpy as np
+
+from core.media.prompts import PAYLOAD_TYPES, PlaybackDone, Prompt
 from core.media.quality import leg_figures
+from core.media.recording import CAPTURE_DTYPE, CallRecording
 from core.media.rtp import (
     DtmfDigit,
     Latched,
@@ -45,6 +62,11 @@ from core.media.rtp import (
 __all__ = ["Engine", "RtpReceiver", "RtpRewriter", "parse_header"]
 
 cdef uint64_t WAKE_TOKEN = 0xFFFFFFFFFFFFFFFFULL
+cdef uint64_t TIMER_TOKEN = 0xFFFFFFFFFFFFFFFEULL
+cdef int64_t TICK_NS = 5000000           # the playback timer: frames leave within 5 ms of their time
+cdef int64_t DRAIN_EVERY_NS = 100000000  # recordings are handed to Python every 100 ms
+cdef uint32_t CAPTURE_RING = 1024        # packets a recording's ring holds between two drains
+PLAY_REASONS = ("done", "stopped", "replaced", "removed")
 cdef int64_t SCAN_EVERY_NS = 100000000  # media timeouts are checked every 100 ms
 cdef uint32_t MAX_DROPOUT = 3000        # RFC 3550 A.1
 cdef uint32_t MAX_MISORDER = 100
@@ -301,7 +323,63 @@ cdef object _make_event(const MediaEventC *e, object relay_id, object leg):
         return Latched(relay_id, leg, text.decode("ascii"), e.b, bool(e.c), bool(e.d))
     if e.kind == EV_TIMEOUT:
         return MediaTimeout(relay_id, leg, e.a)
+    if e.kind == EV_PLAYBACK:
+        return PlaybackDone(relay_id, leg, e.a, e.b, PLAY_REASONS[e.c])
     return None
+
+
+cdef inline void _capture(Capture *c, int which, const uint8_t *buf, const RtpHdr *h, int64_t now_ns) noexcept nogil:
+    """Keep a copy of a packet of a recorded relay for the recording's jitter buffer."""
+    cdef CaptureRec *rec
+    cdef int n = h.payload_length
+    if c.count >= c.cap:
+        c.dropped += 1
+        return
+    rec = &c.items[(c.head + c.count) % c.cap]
+    c.count += 1
+    if n > CAPTURE_BYTES:
+        n = CAPTURE_BYTES
+    rec.arrival_ns = now_ns
+    rec.timestamp = h.timestamp
+    rec.ssrc = h.ssrc
+    rec.seq = <uint16_t>h.seq
+    rec.length = <uint16_t>n
+    rec.payload_type = <uint8_t>h.payload_type
+    rec.marker = <uint8_t>h.marker
+    rec.leg = <uint8_t>which
+    rec.pad = 0
+    memcpy(rec.payload, buf + h.header_length, n)
+
+
+cdef class CaptureRing:
+    """The ring of packets of one recorded relay (the loop fills it, the recording empties it)."""
+
+    def __cinit__(self, uint32_t capacity):
+        self.c.items = <CaptureRec *>calloc(capacity, sizeof(CaptureRec))
+        if self.c.items == NULL:
+            raise MemoryError()
+        self.c.cap = capacity
+        self.c.head = self.c.count = 0
+        self.c.dropped = 0
+
+    def __dealloc__(self):
+        free(self.c.items)
+
+    cdef bytes take(self):
+        """The packets held, oldest first, as CAPTURE_DTYPE records; the ring is emptied (mutex held)."""
+        cdef Capture *c = &self.c
+        cdef uint32_t first = c.count if c.head + c.count <= c.cap else c.cap - c.head
+        out = PyBytes_FromStringAndSize(NULL, c.count * sizeof(CaptureRec))
+        cdef char *p = PyBytes_AS_STRING(out)
+        memcpy(p, &c.items[c.head], first * sizeof(CaptureRec))
+        memcpy(p + first * sizeof(CaptureRec), c.items, (c.count - first) * sizeof(CaptureRec))
+        c.head = (c.head + c.count) % c.cap
+        c.count = 0
+        return out
+
+
+if sizeof(CaptureRec) != CAPTURE_DTYPE.itemsize:
+    raise ImportError(f"CaptureRec is {sizeof(CaptureRec)} bytes, CAPTURE_DTYPE {CAPTURE_DTYPE.itemsize}")
 
 
 cdef dict _receiver_counters(const Receiver *r):
@@ -420,9 +498,10 @@ cdef class Engine:
     def __cinit__(self):
         self.legs = NULL
         self.rbuf = NULL
-        self.epfd = self.wakefd = self.evfd = -1
+        self.epfd = self.wakefd = self.evfd = self.timerfd = -1
         self.queue.items = NULL
         pthread_mutex_init(&self.mutex, NULL)
+        pthread_mutex_init(&self.rec_mutex, NULL)
 
     def __init__(self, int port_min, int port_max, str host="127.0.0.1", int socket_buffer=0,
                  int event_capacity=65536):
@@ -461,11 +540,18 @@ cdef class Engine:
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         self.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         self.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-        if self.epfd < 0 or self.wakefd < 0 or self.evfd < 0:
+        self.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+        if self.epfd < 0 or self.wakefd < 0 or self.evfd < 0 or self.timerfd < 0:
             raise OSError(errno, os.strerror(errno))
         ev.events = EPOLLIN
         ev.data.u64 = WAKE_TOKEN
         epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakefd, &ev)
+        ev.data.u64 = TIMER_TOKEN
+        epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.timerfd, &ev)
+        self.next_playback_id = 1
+        self.prompts = {}
+        self.play_refs = {}
+        self.recordings = {}
         self.next_serial = 1
         self.relays = {}
         self.by_serial = {}
@@ -480,6 +566,7 @@ cdef class Engine:
         free(self.rbuf)
         free(self.queue.items)
         pthread_mutex_destroy(&self.mutex)
+        pthread_mutex_destroy(&self.rec_mutex)
 
     cdef void _lock(self) noexcept:
         with nogil:
@@ -487,6 +574,13 @@ cdef class Engine:
 
     cdef void _unlock(self) noexcept:
         pthread_mutex_unlock(&self.mutex)
+
+    def _rec_lock(self):
+        with nogil:
+            pthread_mutex_lock(&self.rec_mutex)
+
+    def _rec_unlock(self):
+        pthread_mutex_unlock(&self.rec_mutex)
 
     cdef void _close_all(self) noexcept:
         cdef int i, r
@@ -503,7 +597,9 @@ cdef class Engine:
             close(self.wakefd)
         if self.evfd >= 0:
             close(self.evfd)
-        self.epfd = self.wakefd = self.evfd = -1
+        if self.timerfd >= 0:
+            close(self.timerfd)
+        self.epfd = self.wakefd = self.evfd = self.timerfd = -1
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -564,6 +660,12 @@ cdef class Engine:
         """Close a relay's sockets; returns its final figures ``{"a": LegFigures, "b": LegFigures}``."""
         cdef Leg *leg
         cdef int i, r
+        self._rec_lock()
+        try:
+            if self.relays.get(relay_id) in self.recordings:
+                self._finish_recording(self.relays[relay_id])
+        finally:
+            self._rec_unlock()
         self._lock()
         try:
             slot = self._slot(relay_id)
@@ -571,6 +673,9 @@ cdef class Engine:
             for w in range(2):
                 i = 2 * slot + w
                 leg = &self.legs[i]
+                if leg.playing:
+                    self._end_playback(leg, PLAY_REMOVED)
+                self.play_refs.pop(i, None)
                 if leg.partner >= 0 and self.legs[leg.partner].partner == i:
                     self.legs[leg.partner].partner = -1
                 for r in range(2):
@@ -597,6 +702,224 @@ cdef class Engine:
             return self._figures(self._slot(relay_id))
         finally:
             self._unlock()
+
+    # -- playback --------------------------------------------------------------------------------
+
+    def add_prompt(self, prompt_id, prompt) -> None:
+        """Keep a prompt (a ``core.media.prompts.Prompt``, or 8 kHz int16 samples) under ``prompt_id``
+        for ``play``; its G.711 frames are computed once per codec."""
+        if not isinstance(prompt, Prompt):
+            prompt = Prompt(prompt, name=str(prompt_id))
+        self.prompts[prompt_id] = prompt
+
+    def remove_prompt(self, prompt_id) -> None:
+        """Forget a prompt (playbacks of it go on to their end)."""
+        self.prompts.pop(prompt_id, None)
+
+    def _leg_index(self, relay_id, leg) -> int:
+        if leg not in LEGS:
+            raise ValueError(f"leg {leg!r} is not 'a' or 'b'")
+        return 2 * self._slot(relay_id) + LEGS.index(leg)
+
+    def play(self, relay_id, leg, prompt, loop=False) -> int:
+        """Play to ``leg``'s peer (the phone of that leg): ``prompt`` is a prompt id given to
+        ``add_prompt``, a ``Prompt``, G.711 bytes in the leg's codec, or a list of such frames. One frame
+        every ptime, the first at once; a playback already running on the leg is replaced. Returns the
+        playback's id, which its ``PlaybackDone`` event carries."""
+        cdef Leg *l
+        cdef Playback *p
+        cdef int64_t now, gap
+        cdef int i, fb
+        cdef uint64_t advance
+        self._lock()
+        try:
+            i = self._leg_index(relay_id, leg)
+            l = &self.legs[i]
+            codec = self.meta[i // 2][i % 2].get("codec", "PCMU")
+            if codec not in PAYLOAD_TYPES:
+                raise ValueError(f"cannot play to a leg whose codec is {codec!r} (G.711 only)")
+            fb = <int>l.tx.ts_step
+            if fb > MAX_FRAME:
+                raise ValueError(f"frames of {fb} bytes exceed {MAX_FRAME}")
+            if not isinstance(prompt, (Prompt, bytes, bytearray, list, tuple)):
+                try:
+                    prompt = self.prompts[prompt]
+                except (KeyError, TypeError):
+                    raise KeyError(f"no prompt {prompt!r}") from None
+            if isinstance(prompt, Prompt):
+                data = prompt.payload(codec)
+            elif isinstance(prompt, (list, tuple)):
+                data = b"".join(bytes(f) for f in prompt)
+            else:
+                data = bytes(prompt)
+            if not data:
+                raise ValueError("nothing to play")
+            pad = (-len(data)) % fb
+            if pad:
+                data += bytes([0xFF if codec == "PCMU" else 0xD5]) * pad  # G.711 silence
+            if l.playing:
+                self._end_playback(l, PLAY_REPLACED)
+            now = _monotonic_ns()
+            p = &l.play
+            if p.last_ns == 0:
+                p.src = int.from_bytes(os.urandom(4), "big")
+                p.seq = int.from_bytes(os.urandom(2), "big")
+                p.ts = int.from_bytes(os.urandom(4), "big")
+            else:
+                # the same source goes on: its timestamps advance by the time since its last frame
+                gap = now - p.last_ns
+                advance = <uint64_t>((gap + p.frame_ns // 2) // p.frame_ns) if gap > 0 else 1
+                if advance > 1:
+                    p.ts += <uint32_t>((advance - 1) * <uint64_t>fb)
+            self.play_refs[i] = data
+            p.data = <const uint8_t *>PyBytes_AS_STRING(data)
+            p.frames = len(data) // fb
+            p.frame_bytes = fb
+            p.payload_type = PAYLOAD_TYPES[codec]
+            p.loop = 1 if loop else 0
+            p.id = self.next_playback_id
+            self.next_playback_id += 1
+            p.frame_ns = <int64_t>fb * 1000000000 // l.tx.clock_rate
+            p.start_ns = now
+            p.base = p.index = p.sent = 0
+            l.playing = 1
+            self.playing_count += 1
+            self._arm_timer(1)
+            if self.queue.count and not self.ev_signalled:
+                self._signal()
+            return p.id
+        finally:
+            self._unlock()
+
+    def stop_playback(self, relay_id, leg) -> bool:
+        """Stop the prompt playing to ``leg`` (its ``PlaybackDone`` says "stopped"); False if none was."""
+        cdef Leg *l
+        self._lock()
+        try:
+            l = &self.legs[self._leg_index(relay_id, leg)]
+            if not l.playing:
+                return False
+            self._end_playback(l, PLAY_STOPPED)
+            if not self.ev_signalled:
+                self._signal()
+            return True
+        finally:
+            self._unlock()
+
+    def playing(self, relay_id, leg) -> bool:
+        cdef Leg *l
+        self._lock()
+        try:
+            l = &self.legs[self._leg_index(relay_id, leg)]
+            return bool(l.playing)
+        finally:
+            self._unlock()
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def record_start(self, relay_id, path, **jitter) -> None:
+        """Record the relay into a stereo WAV at ``path`` (left: what arrives on leg a, right: leg b),
+        through an adaptive jitter buffer per leg; ``jitter`` are ``core.media.jitter.JitterBuffer``'s
+        options (min_delay, max_delay, ...). The file is readable at any moment, even if the process dies."""
+        cdef CaptureRing ring
+        cdef int slot
+        self._rec_lock()
+        try:
+            self._lock()
+            try:
+                slot = self._slot(relay_id)
+                if slot in self.recordings:
+                    raise ValueError(f"relay {relay_id!r} is being recorded already")
+                rate = self.legs[2 * slot].rx.clock_rate
+            finally:
+                self._unlock()
+            ring = CaptureRing(CAPTURE_RING)
+            recording = CallRecording(path, _monotonic_ns(), clock_rate=rate, **jitter)
+            self._lock()
+            try:
+                if self.relays.get(relay_id) != slot:
+                    recording.finish(_monotonic_ns())
+                    raise KeyError(f"no relay {relay_id!r}")
+                self.recordings[slot] = (ring, recording)
+                self.legs[2 * slot].rec = &ring.c
+                self.legs[2 * slot + 1].rec = &ring.c
+                if self.recording_count == 0:
+                    self.last_drain_ns = _monotonic_ns()
+                self.recording_count += 1
+                self._arm_timer(1)
+            finally:
+                self._unlock()
+        finally:
+            self._rec_unlock()
+
+    def record_stop(self, relay_id) -> dict:
+        """Stop recording the relay: what the buffers hold is played out and the file closed. Returns
+        a summary: path, frames, seconds, and per leg the jitter buffer's counters (played, late,
+        duplicate, concealed, ...)."""
+        self._rec_lock()
+        try:
+            slot = self._slot(relay_id)
+            if slot not in self.recordings:
+                raise ValueError(f"relay {relay_id!r} is not being recorded")
+            return self._finish_recording(slot)
+        finally:
+            self._rec_unlock()
+
+    def recording(self, relay_id) -> dict | None:
+        """The summary so far of the relay's recording, or None."""
+        self._rec_lock()
+        try:
+            entry = self.recordings.get(self.relays.get(relay_id, -1))
+            return None if entry is None else entry[1].summary()
+        finally:
+            self._rec_unlock()
+
+    def _finish_recording(self, int slot) -> dict:
+        """(rec_mutex held) Detach the ring from the legs, hand its last packets over, close the file."""
+        cdef CaptureRing ring
+        self._lock()
+        try:
+            ring, recording = self.recordings.pop(slot)
+            self.legs[2 * slot].rec = NULL
+            self.legs[2 * slot + 1].rec = NULL
+            self.recording_count -= 1
+            data = ring.take()
+            recording.dropped = ring.c.dropped
+            now = _monotonic_ns()
+        finally:
+            self._unlock()
+        if not recording.closed:
+            recording.feed(np.frombuffer(data, dtype=CAPTURE_DTYPE), now)
+            return recording.finish(now)
+        return recording.summary()
+
+    def _drain_recordings(self) -> None:
+        """The packets the loop kept for each recording go through its jitter buffers into its file."""
+        cdef CaptureRing ring
+        self._rec_lock()
+        try:
+            taken = []
+            self._lock()
+            try:
+                self.rec_due = 0
+                now = _monotonic_ns()
+                self.last_drain_ns = now
+                for slot, (ring, recording) in self.recordings.items():
+                    recording.dropped = ring.c.dropped
+                    taken.append((slot, recording, ring.take()))
+            finally:
+                self._unlock()
+            for slot, recording, data in taken:
+                try:
+                    recording.feed(np.frombuffer(data, dtype=CAPTURE_DTYPE), now)
+                except Exception as exc:  # a full disk must not take the relay down: stop this recording
+                    recording.error = repr(exc)
+                    try:
+                        self._finish_recording(slot)
+                    except Exception:
+                        pass  # the error is in the summary; the file is as complete as it could be
+        finally:
+            self._rec_unlock()
 
     def events(self) -> list:
         """Every event since the last call: ``Latched``, ``SsrcChanged``, ``DtmfDigit``, ``MediaTimeout``
@@ -630,8 +953,15 @@ cdef class Engine:
             write(self.wakefd, &one, 8)
 
     def close(self) -> None:
-        """Stop, and close every socket. Call it after the thread running the loop has returned."""
+        """Stop, and close every socket (recordings are finished first: their files are complete).
+        Call it after the thread running the loop has returned."""
         self.stop()
+        self._rec_lock()
+        try:
+            for slot in list(self.recordings):
+                self._finish_recording(slot)
+        finally:
+            self._rec_unlock()
         self._lock()
         try:
             self.closed = 1
@@ -679,6 +1009,8 @@ cdef class Engine:
             raise RuntimeError("the engine is closed")
         with nogil:
             n = self._run(timeout_ms, max_batches)
+        if self.rec_due:
+            self._drain_recordings()
         return n
 
     def serve(self, int timeout_ms=100) -> None:
@@ -686,9 +1018,11 @@ cdef class Engine:
         cdef long forever = 1 << 30
         if self.closed:
             raise RuntimeError("the engine is closed")
-        with nogil:
-            while not self.stopping:
+        while not self.stopping:
+            with nogil:
                 self._run(timeout_ms, forever)
+            if self.rec_due:
+                self._drain_recordings()
 
     cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil:
         cdef long total = 0, b
@@ -710,12 +1044,16 @@ cdef class Engine:
                     if self.evs[i].data.u64 == WAKE_TOKEN:
                         read(self.wakefd, &value, 8)
                         continue
+                    if self.evs[i].data.u64 == TIMER_TOKEN:
+                        read(self.timerfd, &value, 8)
+                        self._tick(now)
+                        continue
                     total += self._process(self.evs[i].data.u64, now)
                 if now - self.last_scan_ns >= SCAN_EVERY_NS:
                     self._scan_timeouts(now)
             pthread_mutex_unlock(&self.mutex)
-            if n == 0:
-                break
+            if n == 0 or self.rec_due:
+                break  # idle, or the recordings are due in Python
         return total
 
     cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil:
@@ -774,8 +1112,13 @@ cdef class Engine:
                 if kind == KIND_INVALID:
                     leg.dropped += 1
                     continue
+                if leg.rec != NULL and kind == KIND_RTP:
+                    _capture(leg.rec, leg.which, buf, &h, now_ns)
             if not have_dest:
                 leg.dropped += 1
+                continue
+            if kind == KIND_RTP and out.playing:
+                out.held += 1  # a prompt plays to that leg: it replaces the bridged audio
                 continue
             if kind == KIND_RTP and out.rewrite:
                 tx_rewrite(&out.tx, buf, &h, arrival_out)
@@ -860,6 +1203,89 @@ cdef class Engine:
                 self._push(EV_TIMEOUT, leg, <uint32_t>((now_ns - leg.last_rx_ns) // 1000000), 0, 0, 0)
         if self.queue.count and not self.ev_signalled:
             self._signal()
+
+    cdef void _tick(self, int64_t now_ns) noexcept nogil:
+        """The timer: frames of the prompts that are due, and the recordings' turn in Python."""
+        cdef int i
+        if self.playing_count:
+            for i in range(self.nlegs):
+                if self.legs[i].active and self.legs[i].playing:
+                    self._play_leg(&self.legs[i], now_ns)
+        if self.recording_count and now_ns - self.last_drain_ns >= DRAIN_EVERY_NS:
+            self.rec_due = 1
+        if not self.playing_count and not self.recording_count:
+            self._arm_timer(0)
+        if self.queue.count and not self.ev_signalled:
+            self._signal()
+
+    cdef void _play_leg(self, Leg *leg, int64_t now_ns) noexcept nogil:
+        """Send the frames of the leg's prompt that are due by ``now_ns`` (frame k at start + k·ptime)."""
+        cdef Playback *p = &leg.play
+        cdef uint8_t pkt[12 + MAX_FRAME]
+        cdef RtpHdr h
+        cdef uint64_t due, skip
+        cdef Py_ssize_t pos
+        cdef ssize_t r
+        cdef int n = 12 + p.frame_bytes
+        if now_ns < p.start_ns:
+            return
+        due = p.base + <uint64_t>((now_ns - p.start_ns) // p.frame_ns) + 1
+        if due > p.index + MAX_BURST:
+            # the loop was held up: skip what is too late to send; the timestamps still mark the time
+            skip = due - p.index - MAX_BURST
+            p.index += skip
+            p.ts += <uint32_t>(skip * <uint64_t>p.frame_bytes)
+        while p.index < due:
+            if p.index >= <uint64_t>p.frames and not p.loop:
+                break
+            pos = <Py_ssize_t>(p.index % <uint64_t>p.frames)
+            pkt[0] = 0x80
+            pkt[1] = <uint8_t>(p.payload_type | (0x80 if p.sent == 0 else 0))  # RFC 3551 §4.1: a talkspurt starts
+            _put16(pkt + 2, p.seq & 0xFFFF)
+            _put32(pkt + 4, p.ts)
+            _put32(pkt + 8, p.src)
+            memcpy(pkt + 12, p.data + pos * p.frame_bytes, p.frame_bytes)
+            if leg.rewrite:
+                h.ssrc = p.src
+                h.seq = p.seq & 0xFFFF
+                h.timestamp = p.ts
+                tx_rewrite(&leg.tx, pkt, &h, _arrival_ns(now_ns, leg.tx.clock_rate))
+            else:
+                _put32(pkt + 8, leg.tx.ssrc)
+            if leg.has_peer[0]:
+                r = sendto(leg.fd[0], pkt, n, MSG_DONTWAIT, <sockaddr *>&leg.peer[0], sizeof(sockaddr_in))
+                if r < 0:
+                    leg.dropped += 1
+                else:
+                    leg.sent += 1
+                    leg.bytes_sent += <uint64_t>n
+            else:
+                leg.dropped += 1  # no peer known yet: the prompt's time passes all the same
+            p.index += 1
+            p.sent += 1
+            p.seq += 1
+            p.ts += <uint32_t>p.frame_bytes
+            p.last_ns = now_ns
+        if p.index >= <uint64_t>p.frames and not p.loop:
+            self._end_playback(leg, PLAY_DONE)
+
+    cdef void _end_playback(self, Leg *leg, int reason) noexcept nogil:
+        if not leg.playing:
+            return
+        leg.playing = 0
+        self.playing_count -= 1
+        self._push(EV_PLAYBACK, leg, leg.play.id, <uint32_t>leg.play.sent, reason, 0)
+
+    cdef void _arm_timer(self, int on) noexcept nogil:
+        cdef itimerspec spec
+        if on == self.timer_armed or self.timerfd < 0:
+            return
+        memset(&spec, 0, sizeof(spec))
+        if on:
+            spec.it_value.tv_nsec = 1  # at once, then every tick
+            spec.it_interval.tv_nsec = TICK_NS
+        timerfd_settime(self.timerfd, 0, &spec, NULL)
+        self.timer_armed = on
 
     cdef void _push(self, int kind, Leg *leg, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept nogil:
         queue_push(&self.queue, kind, leg.serial, leg.which, a, b, c, d)
