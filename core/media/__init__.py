@@ -7,6 +7,9 @@
   that ``core._rtp`` implements in C, and the oracle of the tests (``IMPLEMENTATIONS``).
 - ``core.media.quality``: RFC 3550 A.1/A.8 figures and the G.107 E-model MOS estimate.
 - ``core.media.g711``: μ-law and A-law (ITU-T G.711) with numpy.
+- ``core.media.prompts``: WAV prompts converted once to G.711 frames, and tones (DTMF, ringback, busy).
+- ``core.media.jitter``: the adaptive jitter buffer recordings go through.
+- ``core.media.recording``: the stereo WAV writer, and the repair of a file cut off by a crash.
 """
 
 from __future__ import annotations
