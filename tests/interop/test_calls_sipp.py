@@ -9,51 +9,25 @@ wire from SIPp's own message logs, and the node's call summaries in its log. Eve
 """
 from __future__ import annotations
 
-import csv
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.interop.sippcalls import UAS_HOST, counters_of, node_config, wait_bound
 from tests.node import HOST, free_port
 
 pytestmark = pytest.mark.interop
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-UAS_HOST = "127.0.0.2"
 MEDIA = "127.0.0.5"
 RTP_MIN, RTP_MAX = 20000, 20999
 CALLS = 5
 
 
-def node_config(uas_port: int) -> str:
-    return f"""
-[media]
-address = "{MEDIA}"
-rtp_port_min = {RTP_MIN}
-rtp_port_max = {RTP_MAX}
-
-[[trunks]]
-name = "sipp-uas"
-address = "{UAS_HOST}:{uas_port}"
-
-[[routes]]
-name = "national"
-pattern = "0"
-strip = 1
-prepend = "+49"
-target = "trunk:sipp-uas"
-"""
 
 
-def counters_of(stats: Path) -> dict[str, int]:
-    if not stats.exists():
-        return {}
-    rows = list(csv.reader(stats.open(), delimiter=";"))
-    if len(rows) < 2:
-        return {}
-    return {name: int(value) for name, value in zip(rows[0], rows[-1]) if name.endswith("(C)") and value.isdigit()}
 
 
 def sipp_command(sipp: str, workdir: Path, name: str, scenario: str, host: str, port: int, *args: str) -> list[str]:
@@ -105,7 +79,7 @@ def run_call(sipp: str, node, workdir: Path, uac: str, uas: str, uas_port: int, 
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         # SIPp binds its socket at start; give it a moment before the first INVITE reaches it.
-        _wait_bound(uas_port)
+        wait_bound(UAS_HOST, uas_port)
         uac_proc = subprocess.run(
             sipp_command(sipp, workdir, "uac", uac, HOST, free_port(), "-m", str(calls), "-r", str(rate),
                          "-s", "0301234", f"{node.addr[0]}:{node.addr[1]}"),
@@ -118,19 +92,6 @@ def run_call(sipp: str, node, workdir: Path, uac: str, uas: str, uas_port: int, 
     return Run(workdir, uac_proc.returncode, uas_code)
 
 
-def _wait_bound(port: int, timeout: float = 5.0) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind((UAS_HOST, port))
-            except OSError:
-                return  # taken: SIPp is listening
-        time.sleep(0.05)
-    raise AssertionError(f"SIPp UAS did not bind {UAS_HOST}:{port} within {timeout} s")
 
 
 def invite_or_its_2xx(start: str):
@@ -158,18 +119,12 @@ def summaries(node) -> list[str]:
     return re.findall(r"CallSummary\((.*)\)$", node.stderr(), re.M)
 
 
-@pytest.fixture
-def sipp(require_tool) -> str:
-    return require_tool("sipp")
 
 
-@pytest.fixture
-def uas_port() -> int:
-    return free_port(UAS_HOST)
 
 
 def test_call_answered_and_ended_by_the_caller(sipp, start_node, tmp_path, uas_port):
-    node = start_node(node_config(uas_port))
+    node = start_node(node_config(uas_port, MEDIA, RTP_MIN, RTP_MAX))
     run = run_call(sipp, node, tmp_path / "sipp", "uac_call.xml", "uas_answer.xml", uas_port)
     assert run.outcome("uac") == (0, CALLS, 0), run.errors()
     assert run.outcome("uas") == (0, CALLS, 0), run.errors()
@@ -186,7 +141,7 @@ def test_call_answered_and_ended_by_the_caller(sipp, start_node, tmp_path, uas_p
 
 
 def test_call_answered_and_ended_by_the_callee(sipp, start_node, tmp_path, uas_port):
-    node = start_node(node_config(uas_port))
+    node = start_node(node_config(uas_port, MEDIA, RTP_MIN, RTP_MAX))
     run = run_call(sipp, node, tmp_path / "sipp", "uac_callee_hangs_up.xml", "uas_hangup.xml", uas_port)
     assert run.outcome("uac") == (0, CALLS, 0), run.errors()
     assert run.outcome("uas") == (0, CALLS, 0), run.errors()
@@ -197,7 +152,7 @@ def test_call_answered_and_ended_by_the_callee(sipp, start_node, tmp_path, uas_p
 
 
 def test_cancel_before_the_answer_gives_the_caller_487(sipp, start_node, tmp_path, uas_port):
-    node = start_node(node_config(uas_port))
+    node = start_node(node_config(uas_port, MEDIA, RTP_MIN, RTP_MAX))
     run = run_call(sipp, node, tmp_path / "sipp", "uac_cancel.xml", "uas_ring.xml", uas_port)
     assert run.outcome("uac") == (0, CALLS, 0), run.errors()
     assert run.outcome("uas") == (0, CALLS, 0), run.errors()
@@ -208,7 +163,7 @@ def test_cancel_before_the_answer_gives_the_caller_487(sipp, start_node, tmp_pat
 
 
 def test_busy_callee_gives_the_caller_486(sipp, start_node, tmp_path, uas_port):
-    node = start_node(node_config(uas_port))
+    node = start_node(node_config(uas_port, MEDIA, RTP_MIN, RTP_MAX))
     run = run_call(sipp, node, tmp_path / "sipp", "uac_busy.xml", "uas_busy.xml", uas_port)
     assert run.outcome("uac") == (0, CALLS, 0), run.errors()
     assert run.outcome("uas") == (0, CALLS, 0), run.errors()

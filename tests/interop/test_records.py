@@ -12,20 +12,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from core.cdr.record import Disposition, HangupBy
-from tests.interop.test_media_sipp import (
-    UAS_HOST,
-    SippPair,
-    node_config,
-    read_records,
-    sipp,  # noqa: F401  (fixture)
-    stop_process,
-    uas_port,  # noqa: F401  (fixture)
-)
+from tests.interop.sippcalls import SippPair, node_config, read_records, stop_process
 from tests.node import Node
 
 pytestmark = pytest.mark.interop

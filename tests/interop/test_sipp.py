@@ -56,11 +56,6 @@ def run_sipp(sipp: str, workdir: Path, scenario: str, target: tuple[str, int], *
     return proc.returncode, counters, error_text + proc.stderr
 
 
-@pytest.fixture
-def sipp(require_tool) -> str:
-    return require_tool("sipp")
-
-
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_options_burst_all_answered_200(sipp, node, tmp_path, transport):
     """100 OPTIONS at 50 per second, at most 20 outstanding: SIPp counts 100 successful calls, 0 failed."""
