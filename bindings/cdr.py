@@ -42,7 +42,6 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
-import lmdb
 import msgspec
 
 from bindings.storage import Storage

@@ -4,7 +4,6 @@ exactly once, on the next open."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bindings.reports import write_csv, write_jsonl
-from core.cdr.kpi import Columns, KpiBook, KpiConfig, decode_views
+from core.cdr.kpi import Columns, KpiBook, KpiConfig
 from core.cdr.record import CallRecord, Disposition, HangupBy, Leg, QueueOutcome, QueueSegment, encode
 from tests.test_kpi import synthetic_records
 

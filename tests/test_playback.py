@@ -6,7 +6,6 @@ bridged audio — and what it hears is checked with an FFT."""
 from __future__ import annotations
 
 import random
-import struct
 import threading
 import time
 import wave
@@ -16,7 +15,7 @@ import pytest
 
 from core.media import Engine, g711
 from core.media.prompts import PlaybackDone, Prompt, busy, dtmf, ringback, tone
-from tests.test_media_relay import HOST, Phone
+from tests.test_media_relay import Phone
 from tests.test_rtp import fields, rtp
 
 pytestmark = pytest.mark.skipif(Engine is None, reason="core._rtp is not built")

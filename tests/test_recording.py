@@ -22,7 +22,7 @@ import pytest
 from core.media import Engine
 from core.media.prompts import tone
 from core.media.recording import WavWriter, repair_wav
-from tests.test_media_relay import HOST, Phone
+from tests.test_media_relay import Phone
 from tests.test_playback import peak_hz
 
 pytestmark = pytest.mark.skipif(Engine is None, reason="core._rtp is not built")

@@ -25,7 +25,7 @@ DOMAIN = "switchcore.test"
 T0 = 1_700_000_000.0
 PHONE = Peer("udp", "192.0.2.10", 5062)
 
-CONFIG = f"""
+CONFIG = """
 [sip]
 realm = "switchcore"
 [[users]]
