@@ -262,10 +262,11 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await node.start()
     try:
+        await node.start()
         await stop.wait()
     finally:
+        # Also after a failed start (a port in use): what did start is stopped, LMDB closed.
         await node.stop()
 
 

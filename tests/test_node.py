@@ -1,12 +1,16 @@
 """A running node's life: what it keeps across a restart, and its TCP framing on a real socket."""
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 from tests.node import (
     HOST,
+    REPO,
     Node,
     UdpClient,
+    free_port,
     lists_contact,
     new_branch,
     new_call_id,
@@ -99,3 +103,16 @@ def test_tcp_framing_error_gets_400_and_the_connection_closes(start_node):
         conn.sendall(options(new_branch(), new_call_id()))
         [answer] = read_responses(conn, 1)
         assert read_response(answer).status == 200
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_1(tmp_path):
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, port))
+        taken.listen()
+        proc = subprocess.run(
+            [sys.executable, "-m", "bindings.cli", "run", "--listen", f"{HOST}:{port}", "--data", str(tmp_path / "d")],
+            cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "switchcore: cannot listen:" in proc.stderr and "address already in use" in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr
