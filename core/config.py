@@ -35,6 +35,16 @@ __all__ = [
     "NodeConfig",
     "Route",
     "ROUTE_TARGETS",
+    "Menu",
+    "AgentConfig",
+    "QueueConfig",
+    "QueueAgent",
+    "QueueGroup",
+    "AcdConfig",
+    "CALL_TARGETS",
+    "HANGUP",
+    "parse_prompt",
+    "parse_target",
     "RegistrarConfig",
     "SipConfig",
     "SipTimers",
@@ -221,7 +231,7 @@ class Trunk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channels: PositiveInt | None = None
 
 
-# What a route can send a call to; ivr and queue are accepted before those layers exist.
+# What a route can send a call to.
 ROUTE_TARGETS = ("user", "trunk", "ivr", "queue")
 
 
@@ -274,6 +284,120 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return value.lower() if value is not None else None
 
 
+# --- IVR menus, agents, queues -------------------------------------------------------------------
+
+# Where an IVR choice or a queue exit sends a call: a registered user, a trunk (optionally with the
+# number to send, "trunk:NAME/NUMBER"), a queue, another menu, or the end of the call.
+CALL_TARGETS = ("user", "trunk", "queue", "ivr")
+HANGUP = "hangup"
+# Built-in prompts (core/media/prompts.py); anything else is "tone:F1[+F2][/SECONDS]" or a WAV file.
+BUILTIN_PROMPTS = ("ringback", "busy", "beep", "silence")
+
+
+class Menu(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[[ivr]]: an IVR menu. The switch answers, plays ``prompt`` and collects up to ``max_digits``
+    DTMF digits (RFC 4733 events or SIP INFO), ended early by ``terminator``; ``choices`` maps the
+    digits to a target. No digit within ``timeout`` seconds of the prompt's end, or digits that
+    match no choice, replay the prompt (``invalid_prompt`` first for a wrong choice) up to
+    ``retries`` times, then the call goes to ``on_timeout`` (or ``on_invalid``)."""
+
+    name: str
+    prompt: str
+    choices: dict[str, str] = {}
+    max_digits: Annotated[int, msgspec.Meta(ge=1, le=32)] = 1
+    terminator: str = "#"
+    timeout: Seconds = 5.0
+    inter_digit: Seconds = 3.0
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    invalid_prompt: str | None = None
+    on_timeout: str = HANGUP
+    on_invalid: str | None = None
+
+
+class QueueAgent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[[queues.agents]]: an agent serving the queue at ``level`` (1 first) and ``position``."""
+
+    agent: str
+    level: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
+    position: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+class QueueGroup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[[queues.groups]]: every agent of ``group`` serves the queue at ``level``."""
+
+    group: str
+    level: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
+    position: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+EmptyRule = Literal["never", "no_agents", "no_available"]
+Strategy = Literal["longest_idle_agent", "round_robin", "fewest_calls", "least_talk_time", "ring_all",
+                   "linear", "random", "skills"]
+
+
+class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[[agents]]: a person who answers queued calls on the phones of ``phones`` (names of
+    [[users]]). ``status`` is the agent's status when the node starts: "available" for an agent
+    always logged in, "logged_out" for one who logs in with the login feature code."""
+
+    id: str
+    name: str = ""
+    phones: tuple[str, ...] = ()
+    skills: dict[str, int] = {}
+    groups: tuple[str, ...] = ()
+    status: Literal["logged_out", "available"] = "logged_out"
+    wrap_up: NonNegative | None = None
+    max_no_answer: Annotated[int, msgspec.Meta(ge=0)] = 3
+    no_answer_delay: NonNegative = 5.0
+
+
+class QueueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[[queues]]: callers waiting for agents (core/acd: the strategies, tiers and rules). While
+    waiting a caller hears ``music`` (a prompt, looped); ``max_wait`` and the empty rules send the
+    caller to ``on_exit``; ``exit_key`` pressed while waiting sends it to ``exit_target``. Callers
+    whose number is in ``vip_callers`` or who come in on a trunk of ``vip_trunks`` join with
+    priority ``vip``."""
+
+    name: str
+    strategy: Strategy = "longest_idle_agent"
+    agents: tuple[QueueAgent, ...] = ()
+    groups: tuple[QueueGroup, ...] = ()
+    tier_wait: NonNegative = 0.0
+    level_waits: dict[int, float] = {}
+    vip_priority: int | None = None
+    skill: str | None = None
+    min_skill_level: int = 1
+    ring_timeout: Seconds = 20.0
+    wrap_up: NonNegative = 0.0
+    max_wait: NonNegative = 0.0
+    join_empty: EmptyRule = "never"
+    leave_when_empty: EmptyRule = "never"
+    service_level: Seconds = 20.0
+    short_abandon: NonNegative = 5.0
+    music: str = "ringback"
+    on_exit: str = HANGUP
+    exit_key: str | None = None
+    exit_target: str = HANGUP
+    vip_callers: tuple[str, ...] = ()
+    vip_trunks: tuple[str, ...] = ()
+    vip: int = 10
+
+
+class AcdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[acd]: the feature codes an agent dials from a phone to change its status, and the reasons
+    a break may be given (dial the break code, then the reason's number: "*63" is the first
+    reason, "*632" the second)."""
+
+    login: str = "*61"
+    logout: str = "*62"
+    pause: str = "*63"
+    available: str = "*64"
+    break_reasons: tuple[str, ...] = ("break", "lunch", "meeting", "training")
+    # Seed of the random strategy (reproducible runs).
+    seed: int = 0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole file. A new section is a new field here with a default."""
 
@@ -286,6 +410,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     users: tuple[User, ...] = ()
     trunks: tuple[Trunk, ...] = ()
     routes: tuple[Route, ...] = ()
+    ivr: tuple[Menu, ...] = ()
+    agents: tuple[AgentConfig, ...] = ()
+    queues: tuple[QueueConfig, ...] = ()
+    acd: AcdConfig = msgspec.field(default_factory=AcdConfig)
 
     def user(self, name: str) -> User | None:
         for user in self.users:
@@ -298,6 +426,15 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if trunk.name == name:
                 return trunk
         return None
+
+    def menu(self, name: str) -> Menu | None:
+        return next((m for m in self.ivr if m is not None and m.name == name), None)
+
+    def queue(self, name: str) -> QueueConfig | None:
+        return next((q for q in self.queues if q is not None and q.name == name), None)
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        return next((a for a in self.agents if a is not None and a.id == agent_id), None)
 
 
 # --- the walker: TOML values against the Structs' type info ------------------------------
@@ -393,12 +530,30 @@ class _Decoder:
                 choices = ", ".join(_describe(v) for v in t.values)
                 return self.error(path, f"expected one of {choices}, got {_describe(value)}")
             return value
+        if isinstance(t, mi.DictType):
+            if not isinstance(value, dict):
+                return self.error(path, f"expected a table, got {_describe(value)}")
+            out = {}
+            for key, item in value.items():
+                k = self.convert(key, t.key_type, _join(path, key)) if not isinstance(t.key_type, mi.IntType) \
+                    else self._int_key(key, _join(path, key))
+                v = self.convert(item, t.value_type, _join(path, key))
+                if k is not None and v is not None:
+                    out[k] = v
+            return out
         if isinstance(t, (mi.VarTupleType, mi.ListType)):
             if not isinstance(value, list):
                 return self.error(path, f"expected an array, got {_describe(value)}")
             items = [self.convert(item, t.item_type, f"{path}[{i}]") for i, item in enumerate(value)]
             return tuple(items) if isinstance(t, mi.VarTupleType) else items
         raise TypeError(f"config schema uses a type the decoder does not handle: {t!r}")
+
+    def _int_key(self, key: str, path: str) -> int | None:
+        """A table key that names a number (TOML keys are strings: ``level_waits = { 2 = 30 }``)."""
+        try:
+            return int(key)
+        except ValueError:
+            return self.error(path, f"expected a whole number as the key, got {_describe(key)}")
 
     def bounds(self, value: float, t: mi.IntType | mi.FloatType, path: str) -> bool:
         for limit, ok, words in (
@@ -692,6 +847,10 @@ def _route_target(config: Config, route: Route, here: str, error: Report, first:
         error(f"{here}.target", f'no user "{name}" in [[users]]')
     elif kind == "trunk" and config.trunk(name) is None:
         error(f"{here}.target", f'no trunk "{name}" in [[trunks]]')
+    elif kind == "ivr" and config.menu(name) is None:
+        error(f"{here}.target", f'no menu "{name}" in [[ivr]]')
+    elif kind == "queue" and config.queue(name) is None:
+        error(f"{here}.target", f'no queue "{name}" in [[queues]]')
 
 
 def _route_source(config: Config, route: Route, here: str, error: Report, first: dict[str, int], i: int) -> None:
@@ -702,6 +861,150 @@ def _route_source(config: Config, route: Route, here: str, error: Report, first:
 def _route_prepend(config: Config, route: Route, here: str, error: Report, first: dict[str, int], i: int) -> None:
     if route.prepend and not _USER_NAME.match(route.prepend):
         error(f"{here}.prepend", f"{_describe(route.prepend)} cannot go in a SIP user part")
+
+
+_TONE = re.compile(r"^tone:(?P<freqs>\d+(?:\.\d+)?(?:\+\d+(?:\.\d+)?)*)(?:/(?P<seconds>\d+(?:\.\d+)?))?$")
+_DTMF_DIGITS = re.compile(r"^[0-9*#A-D]+$")
+
+
+def parse_prompt(text: str) -> tuple[str, Any]:
+    """A prompt as the config names it: ("builtin", name), ("tone", (freqs, seconds)) or ("file", path).
+    Raises ValueError naming the problem."""
+    if text in BUILTIN_PROMPTS:
+        return "builtin", text
+    match = _TONE.match(text)
+    if match:
+        freqs = tuple(float(f) for f in match["freqs"].split("+"))
+        seconds = float(match["seconds"]) if match["seconds"] else 1.0
+        if not all(0 < f < 4000 for f in freqs) or not 0 < seconds <= 60:
+            raise ValueError("a tone needs frequencies under 4000 Hz and 0-60 seconds")
+        return "tone", (freqs, seconds)
+    if text.startswith("tone:"):
+        raise ValueError(f'expected "tone:F1[+F2][/SECONDS]", got {_describe(text)}')
+    if not text.lower().endswith(".wav"):
+        choices = ", ".join(BUILTIN_PROMPTS)
+        raise ValueError(f"expected one of {choices}, \"tone:F1[+F2][/SECONDS]\" or a .wav file, got {_describe(text)}")
+    return "file", text
+
+
+def parse_target(text: str) -> tuple[str, str, str]:
+    """A call target: (kind, name, number) — ("hangup", "", "") or ("trunk", "carrier", "+4420...")."""
+    if text == HANGUP:
+        return HANGUP, "", ""
+    kind, sep, rest = text.partition(":")
+    name, _, number = rest.partition("/")
+    if not sep or kind not in CALL_TARGETS or not name:
+        raise ValueError
+    return kind, name, number
+
+
+def _check_target(config: Config, text: str, path: str, error: Report) -> None:
+    try:
+        kind, name, number = parse_target(text)
+    except ValueError:
+        choices = ", ".join(f'"{k}:NAME"' for k in CALL_TARGETS)
+        error(path, f'expected "hangup", {choices} or "trunk:NAME/NUMBER", got {_describe(text)}')
+        return
+    lookup = {"user": config.user, "trunk": config.trunk, "queue": config.queue, "ivr": config.menu}
+    section = {"user": "users", "trunk": "trunks", "queue": "queues", "ivr": "ivr"}
+    if kind != HANGUP and lookup[kind](name) is None:
+        error(path, f'no {kind} "{name}" in [[{section[kind]}]]')
+    if number and (kind != "trunk" or not _USER_NAME.match(number)):
+        error(path, f"{_describe(number)}: only a trunk target takes a number, and it must fit a SIP user part")
+
+
+def _check_prompt(text: str, path: str, error: Report) -> None:
+    try:
+        parse_prompt(text)
+    except ValueError as exc:
+        error(path, str(exc))
+
+
+def _unique(items, key: str, section: str, error: Report) -> None:
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        value = getattr(item, key)
+        if not re.match(r"^[A-Za-z0-9_.+-]{1,64}$", value):
+            error(f"{section}[{i}].{key}", f"{_describe(value)} is not a name (up to 64 of A-Z a-z 0-9 _ . + -)")
+        elif value in first:
+            error(f"{section}[{i}].{key}", f'duplicate "{value}" (first at {section}[{first[value]}])')
+        first.setdefault(value, i)
+
+
+def _rule_ivr(config: Config, error: Report) -> None:
+    _unique(config.ivr, "name", "ivr", error)
+    for i, menu in enumerate(config.ivr):
+        if menu is None:
+            continue
+        here = f"ivr[{i}]"
+        _check_prompt(menu.prompt, f"{here}.prompt", error)
+        if menu.invalid_prompt is not None:
+            _check_prompt(menu.invalid_prompt, f"{here}.invalid_prompt", error)
+        for digits, target in menu.choices.items():
+            if not _DTMF_DIGITS.match(digits) or len(digits) > menu.max_digits:
+                error(f"{here}.choices.{digits}", f"expected up to {menu.max_digits} DTMF digits (0-9 * # A-D)")
+            _check_target(config, target, f"{here}.choices.{digits}", error)
+        _check_target(config, menu.on_timeout, f"{here}.on_timeout", error)
+        if menu.on_invalid is not None:
+            _check_target(config, menu.on_invalid, f"{here}.on_invalid", error)
+        if menu.terminator and (len(menu.terminator) != 1 or not _DTMF_DIGITS.match(menu.terminator)):
+            error(f"{here}.terminator", f"expected one DTMF digit or \"\", got {_describe(menu.terminator)}")
+
+
+def _rule_agents(config: Config, error: Report) -> None:
+    _unique(config.agents, "id", "agents", error)
+    owner: dict[str, str] = {}
+    for i, agent in enumerate(config.agents):
+        if agent is None:
+            continue
+        for j, phone in enumerate(agent.phones):
+            if config.user(phone) is None:
+                error(f"agents[{i}].phones[{j}]", f'no user "{phone}" in [[users]]')
+            elif phone in owner:
+                error(f"agents[{i}].phones[{j}]", f'"{phone}" is already the phone of agent "{owner[phone]}"')
+            owner.setdefault(phone, agent.id)
+
+
+def _rule_queues(config: Config, error: Report) -> None:
+    _unique(config.queues, "name", "queues", error)
+    for i, queue in enumerate(config.queues):
+        if queue is None:
+            continue
+        here = f"queues[{i}]"
+        for j, tier in enumerate(queue.agents):
+            if tier is not None and config.agent(tier.agent) is None:
+                error(f"{here}.agents[{j}].agent", f'no agent "{tier.agent}" in [[agents]]')
+        groups = {g for a in config.agents if a is not None for g in a.groups}
+        for j, tier in enumerate(queue.groups):
+            if tier is not None and tier.group not in groups:
+                error(f"{here}.groups[{j}].group", f'no agent is in group "{tier.group}"')
+        for level, wait in queue.level_waits.items():
+            if not 1 <= level <= 8 or wait < 0:
+                error(f"{here}.level_waits.{level}", "expected a level 1-8 and a wait of 0 seconds or more")
+        _check_prompt(queue.music, f"{here}.music", error)
+        _check_target(config, queue.on_exit, f"{here}.on_exit", error)
+        _check_target(config, queue.exit_target, f"{here}.exit_target", error)
+        if queue.exit_key is not None and (len(queue.exit_key) != 1 or not _DTMF_DIGITS.match(queue.exit_key)):
+            error(f"{here}.exit_key", f"expected one DTMF digit, got {_describe(queue.exit_key)}")
+        for j, trunk in enumerate(queue.vip_trunks):
+            if config.trunk(trunk) is None:
+                error(f"{here}.vip_trunks[{j}]", f'no trunk "{trunk}" in [[trunks]]')
+
+
+def _rule_acd(config: Config, error: Report) -> None:
+    acd = config.acd
+    codes = {"login": acd.login, "logout": acd.logout, "pause": acd.pause, "available": acd.available}
+    seen: dict[str, str] = {}
+    for key, code in codes.items():
+        if not re.match(r"^[*#0-9]{1,16}$", code):
+            error(f"acd.{key}", f"{_describe(code)} cannot be dialled (1-16 of 0-9 * #)")
+        elif code in seen:
+            error(f"acd.{key}", f"the same code as acd.{seen[code]}")
+        seen.setdefault(code, key)
+    if not acd.break_reasons or not all(acd.break_reasons):
+        error("acd.break_reasons", "give at least one reason, none empty")
 
 
 # The rules that span keys, each skipped when a key it reads failed to decode. A new section
@@ -718,6 +1021,10 @@ _RULES: tuple[Callable[[Config, Report], None], ...] = (
     _rule_media,
     _rule_trunks,
     _rule_routes,
+    _rule_ivr,
+    _rule_agents,
+    _rule_queues,
+    _rule_acd,
 )
 
 _TOML_POSITION = re.compile(r"^(?P<problem>.*?) \((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$")

@@ -62,6 +62,9 @@ target = "user:1001"
 name = "menu"
 pattern = "7"
 target = "ivr:main"
+[[ivr]]
+name = "main"
+prompt = "beep"
 [[routes]]
 name = "outbound"
 pattern = "0"

@@ -28,6 +28,8 @@ name = "from-carrier"
 pattern = "49301234"
 from = "carrier"
 target = "queue:sales"
+[[queues]]
+name = "sales"
 [[routes]]
 name = "emergency"
 match = "regex"
