@@ -175,6 +175,9 @@ class Registrar:
                 alg: user.ha1(alg) or compute_ha1(alg, user.name, self.realm, user.password or "")
                 for alg in settings.algorithms
             }
+        # Called with (user, registered) after every change of a user's bindings: the ACD learns
+        # which agents' phones can be rung.
+        self.on_change: Callable[[str, bool], None] | None = None
         self._bindings: dict[str, list[Binding]] = {}
         for aor, bindings in store.load().items():
             if aor in self._ha1 and bindings:
@@ -211,10 +214,13 @@ class Registrar:
 
     def _commit(self, user: str, bindings: list[Binding]) -> None:
         self.store.save(user, bindings)  # first, so a failed write changes nothing
+        had = user in self._bindings
         if bindings:
             self._bindings[user] = bindings
         else:
             self._bindings.pop(user, None)
+        if self.on_change is not None and had != bool(bindings):
+            self.on_change(user, bool(bindings))
 
     # --- REGISTER ---------------------------------------------------------------------------
 

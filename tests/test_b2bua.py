@@ -477,12 +477,6 @@ def test_number_without_a_route_gets_404(net):
     assert (s.status, s.disposition, s.route) == (404, "no route", None)
 
 
-def test_ivr_route_is_not_served_yet(net):
-    net.dial("700")
-    (resp,) = [parse(d) for label, d in net.seen("alice") if label == "480"]
-    assert resp.reason == "Not Yet Served"
-
-
 def test_call_to_a_registered_user_goes_to_the_phone_that_registered(net):
     register(net, net.carol, "1001", "secret1001")
     caller = net.dial("1001")

@@ -36,8 +36,12 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
+from core import acd as acd_model
+from core.acd.log import QueueLogEntry
+from core.call.ivr import MenuRun, Play, Route, StopPrompt
 from core.call.routes import Router, RouteMatch, TrunkSources, dialled_number
-from core.config import Config, parse_host_port
+from core.cdr.record import QueueOutcome, QueueSegment
+from core.config import HANGUP, Config, parse_host_port, parse_target
 from core.errors import LocalProtocolError, ProtocolError
 from core.sdp import (
     AUXILIARY_FORMATS,
@@ -75,6 +79,8 @@ __all__ = [
     "CallSummary",
     "MediaBridge",
     "MediaRelease",
+    "MediaPlay",
+    "MediaStop",
     "PortAllocator",
     "map_failure",
 ]
@@ -84,6 +90,7 @@ ROUTING = "Routing"  # leg A arrived, leg B not yet sent
 CALLING = "Calling"  # leg B's INVITE sent
 EARLY = "Early"  # B sent a provisional response
 ANSWERED = "Answered"  # B answered, A's ACK not yet in
+HOSTED = "Hosted"  # the switch answered A itself: an IVR menu, a queue, a prompt; no B bridged
 CONFIRMED_CALL = "Confirmed"
 ENDED = "Ended"
 
@@ -105,6 +112,11 @@ SWITCH = "switch"
 # Timers on the wheel.
 RING_TIMEOUT = "ring timeout"
 MAX_DURATION = "max duration"
+MENU = "menu"  # the IVR menu's digit deadline
+PROMPT_GUARD = "prompt guard"  # a prompt whose end the media engine never reported
+ACD_TIMER = "acd"
+# A prompt the engine never reports finished (no media plane) is taken as done after this.
+PROMPT_GUARD_SECONDS = 120.0
 
 # Seconds a refused caller is told to wait (RFC 3261 §20.33).
 RETRY_AFTER = "5"
@@ -124,6 +136,25 @@ class MediaBridge:
     leg_b_remote: tuple[str, int]
     codec: str = ""  # the voice codec of B's answer ("PCMU" ...), "" when unknown
     dtmf_pt: int | None = None  # the telephone-event payload type (RFC 4733), None when not agreed
+
+
+@dataclass(slots=True, frozen=True)
+class MediaPlay:
+    """Play ``prompt`` (as the config names it: core.config.parse_prompt) to ``leg``'s phone, looped
+    or once; the media plane reports its end with ``B2BUA.playback_done``."""
+
+    call_id: str
+    leg: str
+    prompt: str
+    loop: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class MediaStop:
+    """Stop what plays to ``leg``."""
+
+    call_id: str
+    leg: str
 
 
 @dataclass(slots=True, frozen=True)
@@ -159,6 +190,10 @@ class CallSummary:
     leg_b_call_id: str | None = None  # None when leg B was never sent
     leg_b_uri: str = ""  # leg B's Request-URI
     leg_b_status: int = 0  # B's final status (487 once we CANCELled it), 0 when none
+    segments: tuple[QueueSegment, ...] = ()  # the call's stays in queues, in order
+    dtmf: str = ""  # digits the switch collected (IVR entries, SIP INFO), in order
+    hosted: bool = False  # the switch answered the caller itself (IVR, queue, feature code)
+    agent: str = ""  # the agent the call was bridged to, "" when none
 
 
 @dataclass(slots=True, frozen=True)
@@ -256,9 +291,10 @@ class Leg:
     """One side of a call: its INVITE session, its RTP port on the switch, where its far end
     receives, and the switch's o= line towards it."""
 
-    __slots__ = ("session", "port", "remote", "origin", "last_sdp")
+    __slots__ = ("session", "port", "remote", "origin", "last_sdp", "uri")
 
     def __init__(self, session: InviteSession | None, port: int):
+        self.uri = ""  # the Request-URI of a leg the switch called
         self.session = session
         self.port = port
         self.remote: tuple[str, int] | None = None
@@ -272,7 +308,9 @@ class Call:
     __slots__ = ("b2bua", "id", "state", "a", "b", "route", "source", "trunks", "user", "caller",
                  "callee", "offered_at", "answered_at", "timer", "offer_a", "offer_b", "bridged",
                  "reinvite_from", "reinvite_offer", "cancelled", "hangup_by", "supported",
-                 "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status")
+                 "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
+                 "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
+                 "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -303,12 +341,33 @@ class Call:
         self.caller_uri = ""
         self.b_uri = ""
         self.b_status = 0
+        self.hosted = False  # the switch answered leg A itself
+        self.hosted_sd: SessionDescription | None = None  # the answer the switch gave A
+        self.menu: MenuRun | None = None
+        self.prompts: deque[str] = deque()  # prompts still to play after the current one
+        self.after_prompt: str | None = None  # a target to go to once the prompts end
+        self.queue: str | None = None  # the queue the caller waits in
+        self.joined = 0.0
+        self.priority = 0
+        self.offers: dict[str, Leg] = {}  # agent → the leg ringing its phone
+        self.offered_to: list[str] = []  # agents rung in the current queue stay
+        self.segments: list[QueueSegment] = []
+        self.agent = ""
+        self.dtmf = ""
+        self.busy_agents: list[str] = []  # agents this call keeps busy (a direct call to or from one)
+        self.guard = None
+        self.menu_timer = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
 
     def on_timer(self, name: str, now: float) -> None:
-        self.timer = None
+        if name == MENU:
+            self.menu_timer = None
+        elif name == PROMPT_GUARD:
+            self.guard = None
+        else:
+            self.timer = None
         self.b2bua._call_timer(self, name, now)
 
 
@@ -335,6 +394,16 @@ class B2BUA:
         # Counters for the logs and the KPIs: calls offered, answered, refused for lack of
         # channels (call loss), and ended otherwise.
         self.stats = Counter(offered=0, answered=0, refused=0, failed=0, cancelled=0)
+        # The ACD: one owner (this call layer) feeds it plain events and acts on what it hands out.
+        self.acd = None
+        self.members: dict[str, Call] = {}  # queued callers by Call-ID
+        self.phone_agent: dict[str, str] = {}  # a phone (user name) → its agent
+        self._acd_timer = None
+        self._acd_deadline: float | None = None
+        self._acd_started = False
+        self._acd_inbox: deque = deque()  # phone registrations, fed to the ACD at the next step
+        if config.agents or config.queues:
+            self._start_acd(now=0.0)
 
     # -- the face ---------------------------------------------------------------------------------
     def handle_event(self, event: Any, now: float) -> bool:
@@ -345,10 +414,18 @@ class B2BUA:
         return taken
 
     def process(self, now: float) -> None:
-        """Act on every event the session layer has queued (its own timers queue some too)."""
+        """Act on every event the session layer has queued (its own timers queue some too), and on
+        what the ACD hands out."""
+        if self.acd is not None:
+            if not self._acd_started:
+                self.start(now)
+            while self._acd_inbox:
+                self.acd.handle_event(self._acd_inbox.popleft(), now)
         for _ in range(100_000):
             event = self.sessions.next_event()
             if event is None:
+                if self.acd is not None and self._acd_step(now):
+                    continue
                 return
             try:
                 self._session_event(event, now)
@@ -356,6 +433,21 @@ class B2BUA:
                 # A leg in a state where the relayed action no longer fits (a race with the peer):
                 # the sessions have already answered what the protocol requires.
                 pass
+
+    # -- inputs from the media plane --------------------------------------------------------------
+    def dtmf(self, call_id: str, digit: str, now: float) -> None:
+        """A DTMF digit from the caller's leg (an RFC 4733 event the media engine detected)."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            self._digit(call, digit, now)
+        self.process(now)
+
+    def playback_done(self, call_id: str, leg: str, now: float, reason: str = "done") -> None:
+        """What played to ``leg`` ended (``reason`` "done"; "stopped"/"replaced" are our own doing)."""
+        call = self.calls.get(call_id)
+        if call is not None and leg == "a" and reason == "done" and call.hosted:
+            self._prompt_ended(call, now)
+        self.process(now)
 
     def next_event(self):
         """MediaBridge, MediaRelease and CallSummary events, in order."""
@@ -369,7 +461,9 @@ class B2BUA:
         a BYE on both legs; new calls are refused 503."""
         self.draining = True
         for call in list(self.calls.values()):
-            if call.state in (ROUTING, CALLING, EARLY):
+            if call.hosted:
+                self._end_hosted(call, now, SWITCH)
+            elif call.state in (ROUTING, CALLING, EARLY):
                 self._fail_a(call, now, 503, "Shutting Down", FAILED, SWITCH,
                              headers=[("Retry-After", RETRY_AFTER)])
             else:
@@ -396,6 +490,12 @@ class B2BUA:
                 self._reply(event.tx, event.msg, 481, now)
             return
         is_a = session is call.a.session
+        if call.hosted:
+            self._hosted_event(call, session, is_a, event, now)
+            return
+        if is_a and isinstance(event, InDialogRequest) and event.msg.method == "INFO":
+            self._info(call, event, now)
+            return
         if isinstance(event, ProvisionalReceived):
             self._provisional(call, event.msg, now)
         elif isinstance(event, CallAnswered):
@@ -447,13 +547,17 @@ class B2BUA:
             call.source = trunk_in.name
         elif call.caller and any(b.received.host == host for b in self.registrar.lookup(call.caller, now)):
             call.source = "users"
+        if call.source == "users" and self.acd is not None and call.caller in self.phone_agent:
+            change = self._feature_code(call.callee)
+            if change is not None:
+                self._agent_status(self.phone_agent[call.caller], *change, now)
+                # Answered, a beep to confirm, then the switch hangs up.
+                self._host(call, msg, now, HANGUP, prompt="beep")
+                return
         match = self.router.lookup(call.callee, call.source)
         call.route = match
         if match is None:
             self._reject_new(call, now, 404, "No Route", NO_ROUTE)
-            return
-        if match.kind in ("ivr", "queue"):
-            self._reject_new(call, now, 480, "Not Yet Served", REJECTED)
             return
         trunks = [trunk_in] if trunk_in is not None else []
         trunk_out = self.config.trunk(match.name) if match.kind == "trunk" else None
@@ -466,6 +570,10 @@ class B2BUA:
         codecs = (trunk_out.codecs if trunk_out is not None and trunk_out.codecs
                   else self.config.media.codecs)
         call.supported = {c.lower() for c in codecs}
+        if match.kind in ("ivr", "queue"):
+            call.trunks = [t.name for t in trunks]
+            self._host(call, msg, now, match.route.target)
+            return
         if match.kind == "user":
             call.user = match.name
             bindings = self.registrar.lookup(match.name, now)
@@ -540,6 +648,445 @@ class B2BUA:
             pass
         self._summary(call, now, disposition, status, SWITCH)
 
+    # -- calls the switch answers itself: IVR menus, queues, feature codes ------------------------
+    def _host(self, call: Call, msg: Any, now: float, target: str, prompt: str | None = None) -> None:
+        """Answer leg A from the switch — an RFC 3264 answer with one G.711 codec of A's offer (the
+        prompts are G.711) and telephone-event, anchored on the switch — then send the call to
+        ``target`` (after ``prompt`` when given)."""
+        supported = call.supported or {c.lower() for c in self.config.media.codecs}
+        if not msg.body:
+            self._reject_new(call, now, 488, "Offer Required", REJECTED)
+            return
+        try:
+            offer = parse_sdp(msg.body)
+            voice = next((c.name for c in offer.codecs()
+                          if c.name.lower() in ("pcmu", "pcma") and c.name.lower() in supported), None)
+            if voice is None:
+                raise OfferAnswerError("Not Acceptable Here: prompts are played in PCMU or PCMA only")
+            remote = offer.rtp_address()
+        except ProtocolError as exc:
+            self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
+            return
+        port_a, port_b = self.ports.allocate(), self.ports.allocate()
+        if port_a is None or port_b is None:
+            self.ports.release(port_a)
+            self.ports.release(port_b)
+            self._refuse(call, now, 503, "No Media Ports")
+            return
+        wanted = [voice] + (["telephone-event"] if "telephone-event" in supported else [])
+        sd = call.a.origin.answer(offer, wanted, address=self.address, port=port_a)
+        for codec in sd.codecs():
+            if codec.name.lower() == "telephone-event" and call.dtmf_pt is None:
+                call.dtmf_pt = codec.pt
+            elif codec.name.lower() not in AUXILIARY_FORMATS and not call.codec:
+                call.codec = codec.name.upper()
+        call.supported = supported
+        call.a.port, call.a.remote = port_a, remote
+        call.b = Leg(None, port_b)
+        call.hosted, call.hosted_sd, call.state = True, sd, HOSTED
+        call.a.last_sdp = sd.serialize()
+        call.a.session.answer(now, call.a.last_sdp)
+        call.answered_at = now
+        self.stats["answered"] += 1
+        self.calls[call.id] = call
+        self._by_session[call.a.session] = call
+        for name in call.trunks:
+            self._trunk_calls[name] += 1
+        # The relay exists from now on: the switch plays to A on leg a; leg b has no far end yet.
+        call.bridged = (port_a, remote, port_b, None)
+        self._events.append(MediaBridge(call.id, port_a, remote, port_b, None, call.codec, call.dtmf_pt))
+        self._events.append(CallConnected(call.id, self._make_summary(call, now, ANSWERED_D, 200, None)))
+        call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
+        if prompt is not None:
+            call.after_prompt = target
+            self._play(call, [prompt], now)
+        else:
+            self._go(call, target, now)
+
+    def _go(self, call: Call, target: str, now: float) -> None:
+        """Send a hosted call on: another menu, a queue, a user or trunk, or the end."""
+        kind, name, number = parse_target(target)
+        if kind == HANGUP:
+            self._end_hosted(call, now, SWITCH)
+        elif kind == "ivr":
+            call.menu = MenuRun(self.config.menu(name))
+            self._menu_actions(call, call.menu.start(now), now)
+        elif kind == "queue":
+            self._join(call, name, now)
+        else:
+            self._connect(call, kind, name, number, now)
+
+    def _play(self, call: Call, prompts: list[str], now: float, loop: bool = False) -> None:
+        call.prompts = deque(prompts[1:])
+        self._events.append(MediaPlay(call.id, "a", prompts[0], loop))
+        if call.guard is not None:
+            self.wheel.cancel(call.guard)
+            call.guard = None
+        if not loop:
+            call.guard = self.wheel.schedule(now + PROMPT_GUARD_SECONDS, (call, PROMPT_GUARD))
+
+    def _stop_prompt(self, call: Call) -> None:
+        call.prompts.clear()
+        if call.guard is not None:
+            self.wheel.cancel(call.guard)
+            call.guard = None
+        self._events.append(MediaStop(call.id, "a"))
+
+    def _prompt_ended(self, call: Call, now: float) -> None:
+        if call.prompts:
+            self._play(call, [call.prompts.popleft(), *call.prompts], now)
+            return
+        if call.guard is not None:
+            self.wheel.cancel(call.guard)
+            call.guard = None
+        if call.after_prompt is not None:
+            target, call.after_prompt = call.after_prompt, None
+            self._go(call, target, now)
+        elif call.menu is not None:
+            self._menu_actions(call, call.menu.prompt_done(now), now)
+
+    def _menu_actions(self, call: Call, actions: list, now: float) -> None:
+        plays = []
+        for action in actions:
+            if isinstance(action, StopPrompt):
+                self._stop_prompt(call)
+            elif isinstance(action, Play):
+                plays.append(action.prompt)
+            elif isinstance(action, Route):
+                call.menu = None
+                if call.menu_timer is not None:
+                    self.wheel.cancel(call.menu_timer)
+                    call.menu_timer = None
+                self._go(call, action.target, now)
+                return
+        if plays:
+            self._play(call, plays, now)
+        menu = call.menu
+        if call.menu_timer is not None:
+            self.wheel.cancel(call.menu_timer)
+            call.menu_timer = None
+        if menu is not None and menu.deadline is not None:
+            call.menu_timer = self.wheel.schedule(menu.deadline, (call, MENU))
+
+    def _digit(self, call: Call, digit: str, now: float) -> None:
+        call.dtmf += digit
+        if not call.hosted:
+            return
+        if call.menu is not None:
+            self._menu_actions(call, call.menu.digit(digit, now), now)
+        elif call.queue is not None:
+            queue = self.config.queue(call.queue)
+            if queue.exit_key and digit == queue.exit_key:
+                self._log(now, "exit", queue=call.queue, member=call.id, wait=now - call.joined,
+                          reason="exit_key")
+                self.acd.handle_event(acd_model.MemberLeft(call.id), now)
+                self._leave_queue(call, now, QueueOutcome.EXIT_KEY)
+                self._go(call, queue.exit_target, now)
+
+    def _info(self, call: Call, event: InDialogRequest, now: float) -> None:
+        """SIP INFO carrying a digit (application/dtmf-relay "Signal=5", or application/dtmf)."""
+        msg = event.msg
+        kind = (msg.header("Content-Type") or "").split(";", 1)[0].strip().lower()
+        digit = None
+        text = msg.body.decode("ascii", "replace")
+        if kind == "application/dtmf-relay":
+            for line in text.splitlines():
+                key, _, value = line.partition("=")
+                if key.strip().lower() == "signal":
+                    digit = value.strip().upper()
+        elif kind == "application/dtmf":
+            digit = text.strip().upper()
+        if digit is not None and (len(digit) != 1 or digit not in "0123456789*#ABCD"):
+            digit = None
+        if digit is None and kind in ("application/dtmf-relay", "application/dtmf"):
+            self._reply(event.tx, msg, 400, now)
+            return
+        self._reply(event.tx, msg, 200, now)
+        if digit is not None:
+            self._digit(call, digit, now)
+
+    def _from_uri(self, call: Call) -> str:
+        # The caller's number goes on as B's From user (caller ID); the host is ours (RFC 3261 §8.1.1.3).
+        local = self.sessions.local.host
+        local = f"[{local}]" if ":" in local else local
+        return f"sip:{call.caller}@{local}" if call.caller else "sip:anonymous@anonymous.invalid"
+
+    def _dial(self, call: Call, target: str, peer: Peer, now: float) -> Leg | None:
+        """A new leg from a hosted call to ``target``, offering what A was answered with, anchored on
+        leg b's port; None when it cannot be sent."""
+        leg = Leg(None, call.b.port)
+        sd = leg.origin.anchor(call.hosted_sd, address=self.address, port=call.b.port)
+        if call.offer_b is None:
+            call.offer_b = sd
+        leg.last_sdp = sd.serialize()
+        try:
+            leg.session = self.sessions.invite(target, self._from_uri(call), now, body=leg.last_sdp, peer=peer)
+        except (ProtocolError, ValueError):
+            return None
+        leg.uri = target
+        self._by_session[leg.session] = call
+        return leg
+
+    def _connect(self, call: Call, kind: str, name: str, number: str, now: float) -> None:
+        """A hosted call to a user or a trunk; the caller hears ringback meanwhile."""
+        if kind == "user":
+            bindings = self.registrar.lookup(name, now)
+            if not bindings:
+                call.after_prompt = HANGUP
+                self._play(call, ["busy"], now)
+                return
+            target, peer = bindings[0].contact, bindings[0].received
+            call.user = name
+        else:
+            trunk = self.config.trunk(name)
+            host, port = parse_host_port(trunk.address)
+            h = f"[{host}]" if ":" in host else host
+            number = number or call.callee
+            target = f"sip:{number}@{h}:{port}" if number else f"sip:{h}:{port}"
+            peer = Peer("udp", host, port)
+        leg = self._dial(call, target, peer, now)
+        if leg is None:
+            call.after_prompt = HANGUP
+            self._play(call, ["busy"], now)
+            return
+        call.b = leg
+        call.b_uri = target
+        self._play(call, ["ringback"], now, loop=True)
+        self._cancel_timer(call)
+        call.timer = self.wheel.schedule(now + self.config.calls.ring_timeout, (call, RING_TIMEOUT))
+
+    def _hosted_event(self, call: Call, session: InviteSession, is_a: bool, event: Any, now: float) -> None:
+        if is_a:
+            if isinstance(event, CallEnded):
+                by = CALLER if event.reason == "BYE" else SWITCH
+                self._end_hosted(call, now, by)
+            elif isinstance(event, ReinviteReceived):
+                session.accept_reinvite(now, call.a.last_sdp)  # the switch's side does not move
+            elif isinstance(event, InDialogRequest):
+                if event.msg.method == "INFO":
+                    self._info(call, event, now)
+                else:
+                    self._reply(event.tx, event.msg, 501, now)
+            return
+        agent = next((a for a, leg in call.offers.items() if leg.session is session), None)
+        direct = agent is None and call.b is not None and session is call.b.session
+        if agent is None and not direct:
+            return  # a leg already given up (a 2xx crossing our CANCEL: the session BYEs it)
+        if isinstance(event, ProvisionalReceived):
+            if call.ringing_at is None:
+                call.ringing_at = now
+        elif isinstance(event, CallAnswered):
+            leg = call.offers.pop(agent) if agent is not None else call.b
+            try:
+                if not event.msg.body:
+                    raise OfferAnswerError("answered without SDP")
+                answer = parse_sdp(event.msg.body)
+                if not intersect(call.offer_b, answer):
+                    raise OfferAnswerError("no codec of the offer in the answer")
+                leg.remote = answer.rtp_address()
+            except ProtocolError:
+                leg.session.bye(now)
+                if agent is not None:
+                    self._log(now, "noanswer", queue=call.queue, member=call.id, agent=agent, reason="bad answer")
+                    self.acd.handle_event(acd_model.OfferRejected(call.id, agent), now)
+                else:
+                    call.b_status = 488
+                    call.after_prompt = HANGUP
+                    self._play(call, ["busy"], now)
+                return
+            if agent is not None:
+                self._log(now, "answer", queue=call.queue, member=call.id, agent=agent, wait=now - call.joined)
+                self.acd.handle_event(acd_model.OfferAnswered(call.id, agent), now)
+                self._leave_queue(call, now, QueueOutcome.ANSWERED, agent)
+                call.agent = agent
+            call.b = leg
+            call.b_status = event.msg.status
+            call.b_uri = leg.uri
+            call.hosted = False
+            call.state = CONFIRMED_CALL
+            self._stop_prompt(call)
+            self._cancel_timer(call)
+            call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
+            self._bridge(call)
+        elif isinstance(event, CallFailed):
+            if agent is not None:
+                call.offers.pop(agent, None)
+                reason = "timeout" if event.status in (408, 480) else f"status {event.status}"
+                self._log(now, "noanswer", queue=call.queue, member=call.id, agent=agent, reason=reason)
+                missed = acd_model.NoAnswer if event.status in (408, 480) else acd_model.OfferRejected
+                self.acd.handle_event(missed(call.id, agent), now)
+            else:
+                call.b_status = event.status
+                self._cancel_timer(call)
+                call.after_prompt = HANGUP
+                self._play(call, ["busy"], now)
+
+    def _end_hosted(self, call: Call, now: float, by: str) -> None:
+        """A hosted call ends: its queue stay as an abandon (the caller hung up) or an exit, every
+        leg ringing for it cancelled, leg A hung up."""
+        disposition = ANSWERED_D
+        if call.queue is not None:
+            if by == CALLER:
+                self._log(now, "abandon", queue=call.queue, member=call.id, wait=now - call.joined,
+                          position=self._position(call))
+                disposition = CANCELLED
+            else:
+                self._log(now, "exit", queue=call.queue, member=call.id, wait=now - call.joined, reason=by)
+            self.acd.handle_event(acd_model.MemberLeft(call.id), now)
+            self._leave_queue(call, now, QueueOutcome.ABANDONED if by == CALLER else QueueOutcome.INTERRUPTED)
+        for leg in (call.a, call.b):
+            if leg is not None and leg.session is not None and leg.session.state != TERMINATED:
+                try:
+                    leg.session.bye(now)  # a leg still ringing gets a CANCEL (RFC 3261 §9.1)
+                except ProtocolError:
+                    pass
+        self._finish(call, now, disposition, 200, by)
+
+    # -- queues -----------------------------------------------------------------------------------
+    def _join(self, call: Call, name: str, now: float) -> None:
+        queue = self.config.queue(name)
+        vip = call.caller in queue.vip_callers or (call.source is not None and call.source in queue.vip_trunks)
+        call.queue, call.joined, call.priority = name, now, queue.vip if vip else 0
+        call.offered_to = []
+        self.members[call.id] = call
+        self._log(now, "join", queue=name, member=call.id, priority=call.priority)
+        self._play(call, [queue.music], now, loop=True)
+        self.acd.handle_event(acd_model.MemberJoined(call.id, name, call.priority), now)
+
+    def _leave_queue(self, call: Call, now: float, outcome: QueueOutcome, agent: str = "") -> None:
+        for other in call.offers.values():
+            if other.session is not None and other.session.state != TERMINATED:
+                other.session.bye(now)
+        call.offers.clear()
+        call.segments.append(QueueSegment(queue=call.queue, joined=call.joined, left=now, outcome=outcome,
+                                          agents_offered=tuple(call.offered_to), answered_by=agent))
+        self.members.pop(call.id, None)
+        call.queue = None
+
+    def _position(self, call: Call) -> int:
+        """The caller's place in its queue (1: next to be served): higher priority first, then earlier."""
+        ahead = sum(1 for m in self.members.values()
+                    if m is not call and m.queue == call.queue and not m.offers
+                    and (m.priority, -m.joined) > (call.priority, -call.joined))
+        return ahead + 1
+
+    def _offer(self, call: Call, agent: str, now: float) -> None:
+        """Ring ``agent``'s phone for the queued ``call`` (the ACD's Offer)."""
+        config = self.config.agent(agent)
+        binding = next((bs[0] for phone in config.phones if (bs := self.registrar.lookup(phone, now))), None)
+        call.offered_to.append(agent)
+        self._log(now, "offer", queue=call.queue, member=call.id, agent=agent)
+        leg = self._dial(call, binding.contact, binding.received, now) if binding is not None else None
+        if leg is None:
+            self._log(now, "noanswer", queue=call.queue, member=call.id, agent=agent, reason="unreachable")
+            self.acd.handle_event(acd_model.OfferRejected(call.id, agent), now)
+            return
+        call.offers[agent] = leg
+
+    def _acd_step(self, now: float) -> bool:
+        """Act on what the ACD handed out; False when there was nothing. Re-arms its timer."""
+        acd = self.acd
+        did = False
+        while (out := acd.next_output()) is not None:
+            did = True
+            call = self.members.get(getattr(out, "member", None) or "")
+            if isinstance(out, acd_model.Offer):
+                if call is not None:
+                    self._offer(call, out.agent, now)
+                else:
+                    acd.handle_event(acd_model.OfferRejected(out.member, out.agent), now)
+            elif isinstance(out, (acd_model.OfferCancelled, acd_model.OfferTimedOut)):
+                leg = call.offers.pop(out.agent, None) if call is not None else None
+                if leg is not None and leg.session is not None and leg.session.state != TERMINATED:
+                    leg.session.bye(now)  # CANCEL while it rings
+                if isinstance(out, acd_model.OfferTimedOut) and call is not None:
+                    self._log(now, "noanswer", queue=out.queue, member=out.member, agent=out.agent, reason="timeout")
+            elif isinstance(out, acd_model.MemberExited):
+                if call is not None:
+                    self._log(now, "exit", queue=out.queue, member=out.member, wait=now - call.joined,
+                              reason=out.reason)
+                    outcome = QueueOutcome.TIMEOUT if out.reason == acd_model.EXIT_MAX_WAIT else QueueOutcome.NO_AGENTS
+                    self._leave_queue(call, now, outcome)
+                    self._go(call, self.config.queue(out.queue).on_exit, now)
+            elif isinstance(out, acd_model.AgentPaused):
+                self._log(now, "status", agent=out.agent, reason=acd_model.ON_BREAK, detail=out.reason)
+        deadline = acd.get_timer()
+        if deadline != self._acd_deadline:
+            if self._acd_timer is not None:
+                self.wheel.cancel(self._acd_timer)
+                self._acd_timer = None
+            self._acd_deadline = deadline
+            if deadline is not None:
+                self._acd_timer = self.wheel.schedule(deadline, (self, ACD_TIMER))
+        return did
+
+    def on_timer(self, name: str, now: float) -> None:
+        """The ACD's timer (ring timeouts, tiers, wrap-up, maximum waits)."""
+        self._acd_timer = None
+        self._acd_deadline = None
+        self.acd.handle_timer(now)
+        self.process(now)
+
+    # -- agents -----------------------------------------------------------------------------------
+    def _start_acd(self, now: float) -> None:
+        cfg = self.config
+        agents = [acd_model.Agent(a.id, a.name, dict(a.skills), tuple(a.groups), tuple(a.phones), a.wrap_up,
+                                  a.max_no_answer, a.no_answer_delay) for a in cfg.agents]
+        queues = [acd_model.Queue(
+            q.name, q.strategy,
+            tiers=tuple(acd_model.Tier(t.agent, t.level, t.position) for t in q.agents),
+            groups=tuple(acd_model.GroupTier(g.group, g.level, g.position) for g in q.groups),
+            tier_wait=q.tier_wait, level_waits=dict(q.level_waits), vip_priority=q.vip_priority,
+            skill=q.skill, min_skill_level=q.min_skill_level, ring_timeout=q.ring_timeout,
+            wrap_up=q.wrap_up, max_wait=q.max_wait, join_empty=q.join_empty,
+            leave_when_empty=q.leave_when_empty, service_level=q.service_level,
+            short_abandon=q.short_abandon) for q in cfg.queues]
+        self.acd = acd_model.AutomaticCallDistributor(queues, agents, seed=cfg.acd.seed)
+        self.phone_agent = {phone: a.id for a in cfg.agents for phone in a.phones}
+        self._acd_started = False
+        self.registrar.on_change = self._phone_changed
+
+    def start(self, now: float) -> None:
+        """The node is up: agents configured "available" log in, registered phones are known."""
+        if self.acd is None or self._acd_started:
+            return
+        self._acd_started = True
+        for phone in self.phone_agent:
+            if self.registrar.lookup(phone, now):
+                self.acd.handle_event(acd_model.PhoneRegistered(phone), now)
+        for agent in self.config.agents:
+            if agent.status == "available":
+                self._agent_status(agent.id, acd_model.AVAILABLE, "", now)
+        self.process(now)
+
+    def _phone_changed(self, user: str, registered: bool) -> None:
+        if user in self.phone_agent and self.acd is not None:
+            event = acd_model.PhoneRegistered(user) if registered else acd_model.PhoneUnregistered(user)
+            self._acd_inbox.append(event)
+
+    def _agent_status(self, agent: str, status: str, reason: str, now: float) -> None:
+        self.acd.handle_event(acd_model.AgentStatusChanged(agent, status, reason), now)
+        self._log(now, "status", agent=agent, reason=status, detail=reason)
+
+    def _feature_code(self, number: str) -> tuple[str, str] | None:
+        """The agent status a dialled feature code asks for (RFC-less: the config's [acd] codes)."""
+        codes = self.config.acd
+        if number == codes.login or number == codes.available:
+            return acd_model.AVAILABLE, ""
+        if number == codes.logout:
+            return acd_model.LOGGED_OUT, ""
+        if number.startswith(codes.pause):
+            rest = number[len(codes.pause):]
+            reasons = codes.break_reasons
+            if not rest:
+                return acd_model.ON_BREAK, reasons[0]
+            if rest.isdigit() and 1 <= int(rest) <= len(reasons):
+                return acd_model.ON_BREAK, reasons[int(rest) - 1]
+        return None
+
+    def _log(self, now: float, kind: str, **fields) -> None:
+        self._events.append(QueueLogEntry(at=now, kind=kind, **fields))
+
     # -- leg B's answers --------------------------------------------------------------------------
     def _answer_for_a(self, call: Call, body: bytes) -> bytes:
         """B's answer anchored for A, leg B's remote noted; raises ProtocolError (488: nothing in
@@ -599,6 +1146,13 @@ class B2BUA:
         call.state = ANSWERED
         call.answered_at = now
         self.stats["answered"] += 1
+        if self.acd is not None:
+            # An agent on a call the ACD did not offer (called directly, or calling out) is busy.
+            for phone in (call.user, call.caller if call.source == "users" else None):
+                agent = self.phone_agent.get(phone) if phone else None
+                if agent is not None and agent not in call.busy_agents:
+                    call.busy_agents.append(agent)
+                    self.acd.handle_event(acd_model.AgentCallStarted(agent), now)
         self._bridge(call)
         self._events.append(CallConnected(call.id, self._make_summary(call, now, ANSWERED_D, 200, None)))
         call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
@@ -699,6 +1253,20 @@ class B2BUA:
     def _call_timer(self, call: Call, name: str, now: float) -> None:
         if call.state == ENDED:
             return
+        if call.hosted:
+            if name == MENU and call.menu is not None:
+                self._menu_actions(call, call.menu.timer(now), now)
+            elif name == PROMPT_GUARD:
+                self._prompt_ended(call, now)
+            elif name == RING_TIMEOUT and call.b is not None and call.b.session is not None:
+                call.b.session.bye(now)  # CANCEL the leg that rings out; the caller hears busy
+                call.b_status = 480
+                call.after_prompt = HANGUP
+                self._play(call, ["busy"], now)
+            elif name == MAX_DURATION:
+                self._end_hosted(call, now, SWITCH)
+            self.process(now)
+            return
         if name == RING_TIMEOUT and call.state in (CALLING, EARLY):
             self._fail_a(call, now, 480, "No Answer", NO_ANSWER, SWITCH)
         elif name == MAX_DURATION:
@@ -735,7 +1303,16 @@ class B2BUA:
             return
         call.state = ENDED
         self._cancel_timer(call)
+        for handle in (call.guard, call.menu_timer):
+            if handle is not None:
+                self.wheel.cancel(handle)
+        call.guard = call.menu_timer = None
         self.calls.pop(call.id, None)
+        if self.acd is not None:
+            for agent in ([call.agent] if call.agent else []) + call.busy_agents:
+                talk = now - (call.segments[-1].left if call.agent == agent and call.segments else call.answered_at or now)
+                self.acd.handle_event(acd_model.CallEnded(agent), now)
+                self._log(now, "talk_end", agent=agent, member=call.id, wait=talk)
         for name in call.trunks:
             self._trunk_calls[name] -= 1
             if self._trunk_calls[name] <= 0:
@@ -772,7 +1349,8 @@ class B2BUA:
             disposition=disposition, hangup_by=by, status=status,
             ringing_at=call.ringing_at, codec=call.codec, caller_uri=call.caller_uri,
             leg_b_call_id=b.call_id if b is not None else None, leg_b_uri=call.b_uri,
-            leg_b_status=call.b_status,
+            leg_b_status=call.b_status, segments=tuple(call.segments), dtmf=call.dtmf,
+            hosted=call.hosted or bool(call.segments) or call.hosted_sd is not None, agent=call.agent,
         )
 
     def _reply(self, tx, msg, status: int, now: float) -> None:

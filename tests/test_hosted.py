@@ -1,0 +1,336 @@
+"""Calls the switch answers itself, in memory with a fake clock (the harness of test_b2bua.py): IVR
+menus driven by RFC 4733 digits (as the media plane reports them) and SIP INFO, queues served by the
+ACD ringing agents' registered phones, and the agents' feature codes. What is checked is what the
+caller and the agents see on the wire, what the media plane is told, and the call's summary and the
+queue log."""
+from __future__ import annotations
+
+import pytest
+
+from core.acd import AgentStatusChanged
+from core.acd.log import QueueLogEntry, recompute
+from core.call import CallSummary, MediaBridge
+from core.call.b2bua import MediaPlay, MediaStop
+from core.cdr.record import QueueOutcome
+from core.sip.addr import Peer
+from core.sip.message import parse
+from core.sip.session import CONFIRMED, TERMINATED, CallEnded, IncomingCall
+from tests.test_b2bua import ANSWER, CONFIG, OFFER, SWITCH, UA, Net, register
+
+DAVE = Peer("udp", "127.0.4.4", 5064)  # registers as user 1002
+
+HOSTED = CONFIG.replace('''[[ivr]]
+name = "main"
+prompt = "beep"
+''', "") + '''
+[[users]]
+name = "1002"
+password = "secret1002"
+[[ivr]]
+name = "main"
+prompt = "tone:440/1.0"
+choices = { "1" = "queue:sales", "2" = "user:1001", "9" = "ivr:second", "0" = "hangup" }
+timeout = 4.0
+retries = 1
+invalid_prompt = "busy"
+on_timeout = "hangup"
+[[ivr]]
+name = "second"
+prompt = "beep"
+max_digits = 3
+choices = { "123" = "user:1001" }
+[[agents]]
+id = "carol"
+phones = ["1001"]
+status = "available"
+max_no_answer = 2
+no_answer_delay = 10.0
+[[agents]]
+id = "dave"
+phones = ["1002"]
+status = "available"
+max_no_answer = 2
+no_answer_delay = 10.0
+[[queues]]
+name = "sales"
+strategy = "linear"
+agents = [{ agent = "carol", position = 1 }, { agent = "dave", position = 2 }]
+ring_timeout = 15.0
+wrap_up = 30.0
+max_wait = 120.0
+music = "ringback"
+exit_key = "0"
+exit_target = "user:1001"
+vip_callers = ["vip"]
+[[routes]]
+name = "queue"
+match = "exact"
+pattern = "800"
+target = "queue:sales"
+'''
+
+
+class HostedNet(Net):
+    def __init__(self, tmp_path):
+        super().__init__(tmp_path, HOSTED)
+        self.dave = UA(DAVE, "dave")
+        self.nodes[DAVE] = self.dave
+
+    def call_id(self, ua_session) -> str:
+        return ua_session.call_id
+
+    def plays(self) -> list[str]:
+        return [e.prompt for e in self.switch.take(MediaPlay)]
+
+
+@pytest.fixture
+def net(tmp_path):
+    n = HostedNet(tmp_path)
+    yield n
+    n.close()
+
+
+def log(net) -> list[QueueLogEntry]:
+    return [e for e in net.switch.events if isinstance(e, QueueLogEntry)]
+
+
+def digit(net, session, d: str, at: float) -> None:
+    net.switch.calls.dtmf(session.call_id, d, at)
+    net.flush(at)
+
+
+def send_info(net, ua: UA, session, body: bytes, kind: str = "application/dtmf-relay") -> str:
+    data = session.dialog.create_request("INFO", ua.sessions.via(), headers=[("Content-Type", kind)], body=body)
+    ua.transactions.send_request(data, parse(data), SWITCH, net.now)
+    net.flush()
+    (status,) = [label for label, d in net.seen(ua.name, "switch") if label.isdigit() and parse(d).cseq_method == "INFO"][-1:]
+    return status
+
+
+# -- IVR ---------------------------------------------------------------------------------------------
+def test_ivr_answers_plays_its_prompt_and_routes_an_rfc4733_digit_to_a_user(net):
+    register(net, net.carol, "1001", "secret1001")
+    caller = net.dial("7")
+    # The switch answers itself, anchored on its own address, with one G.711 codec and telephone-event.
+    assert caller.state == CONFIRMED
+    (ok,) = [parse(d) for label, d in net.seen("alice", "switch") if label == "200"]
+    assert b"c=IN IP4 127.0.0.5" in ok.body and b"RTP/AVP 0 101" in ok.body
+    (relay,) = net.switch.take(MediaBridge)
+    assert relay.leg_a_remote == ("127.0.1.1", 40000) and relay.leg_b_remote is None
+    assert (relay.codec, relay.dtmf_pt) == ("PCMU", 101)
+    assert net.plays() == ["tone:440/1.0"]
+    net.switch.calls.playback_done(caller.call_id, "a", net.now + 1)
+    net.switch.calls.dtmf(caller.call_id, "2", net.now + 2)
+    net.flush()
+    # The choice "2" rings user 1001's phone with the switch's offer; the caller hears ringback.
+    callee = net.incoming(net.carol)
+    assert net.plays() == ["ringback"]
+    callee.answer(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush()
+    assert net.switch.take(MediaStop)
+    (bridge,) = net.switch.take(MediaBridge)
+    assert bridge.leg_b_remote == ("127.0.3.3", 50000) and bridge.leg_a_port == relay.leg_a_port
+    callee.bye(net.now)
+    net.flush()
+    assert caller.state == TERMINATED
+    (s,) = net.switch.take(CallSummary)
+    assert (s.dtmf, s.user, s.disposition, s.hangup_by, s.hosted) == ("2", "1001", "answered", "callee", True)
+
+
+def test_ivr_takes_a_digit_from_sip_info(net):
+    caller = net.dial("7")
+    net.switch.calls.playback_done(caller.call_id, "a", net.now)
+    assert send_info(net, net.alice, caller, b"Signal=0\r\nDuration=160\r\n") == "200"
+    # "0" is hangup: the switch ends the call.
+    assert caller.state == TERMINATED
+    assert net.trace("alice", "switch")[-2:] == ["← BYE", "200 →"]
+    (s,) = net.switch.take(CallSummary)
+    assert (s.dtmf, s.hangup_by) == ("0", "switch")
+
+
+def test_ivr_info_with_a_bad_digit_gets_400(net):
+    caller = net.dial("7")
+    assert send_info(net, net.alice, caller, b"Signal=x\r\n") == "400"
+    assert send_info(net, net.alice, caller, b"7", kind="application/dtmf") == "200"
+
+
+def test_ivr_barge_in_stops_the_prompt_and_a_wrong_choice_replays_it_then_times_out(net):
+    caller = net.dial("7")
+    net.plays()
+    digit(net, caller, "5", net.now + 0.3)  # during the prompt: barge-in
+    assert net.switch.take(MediaStop)
+    # "5" is no choice: the invalid prompt, then the menu's prompt again (retries = 1).
+    assert net.plays() == ["busy"]
+    net.switch.calls.playback_done(caller.call_id, "a", net.now + 1)
+    net.flush(net.now + 1)
+    assert net.plays() == ["tone:440/1.0"]
+    net.switch.calls.playback_done(caller.call_id, "a", net.now + 1)
+    net.flush(net.now + 1)
+    # No digit within the timeout and no retry left: on_timeout ("hangup").
+    net.run_until(net.now + 3.9)
+    assert caller.state == CONFIRMED
+    net.run_until(net.now + 0.2)
+    assert caller.state == TERMINATED
+
+
+def test_ivr_goes_to_a_second_menu_that_collects_three_digits(net):
+    register(net, net.carol, "1001", "secret1001")
+    caller = net.dial("7")
+    digit(net, caller, "9", net.now)
+    assert net.plays() == ["tone:440/1.0", "beep"]
+    for d in "123":
+        digit(net, caller, d, net.now + 0.5)
+    assert net.incoming(net.carol).state != TERMINATED
+
+
+# -- queues ------------------------------------------------------------------------------------------
+def queued(net, number: str = "800", caller: UA | None = None):
+    register(net, net.carol, "1001", "secret1001")
+    register(net, net.dave, "1002", "secret1002")
+    return net.dial(number, caller=caller)
+
+
+def test_queue_rings_the_first_agent_and_bridges_the_answer(net):
+    caller = queued(net)
+    assert caller.state == CONFIRMED  # the switch answered: music while waiting
+    assert "ringback" in net.plays()
+    agent = net.incoming(net.carol)  # linear: carol first
+    assert net.dave.events == []
+    agent.answer(net.now + 3, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush(net.now + 3)
+    (bridge,) = [b for b in net.switch.take(MediaBridge) if b.leg_b_remote is not None]
+    assert bridge.leg_b_remote == ("127.0.3.3", 50000)
+    stats = net.switch.calls.acd.queue_stats("sales", net.now)
+    assert (stats.answered, stats.waiting) == (1, 0)
+    caller.bye(net.now + 60)
+    net.flush(net.now + 60)
+    (s,) = net.switch.take(CallSummary)
+    assert s.agent == "carol"
+    (seg,) = s.segments
+    assert (seg.queue, seg.outcome, seg.answered_by, seg.agents_offered) == ("sales", QueueOutcome.ANSWERED, "carol", ("carol",))
+    assert seg.left - seg.joined == pytest.approx(3.0)
+    kinds = [(e.kind, e.agent) for e in log(net) if e.kind != "status"]
+    assert kinds == [("join", ""), ("offer", "carol"), ("answer", "carol"), ("talk_end", "carol")]
+    # Wrap-up: carol is not offered the next caller for 30 s; dave is.
+    net.dial("800", caller=net.bob)
+    assert net.incoming(net.dave)
+    assert not net.carol.take(IncomingCall)
+
+
+def test_agent_who_does_not_answer_is_skipped_and_paused_after_two_misses(net):
+    caller = queued(net)
+    net.incoming(net.carol).reject(net.now, 486)
+    net.flush()
+    net.incoming(net.dave).reject(net.now, 603)  # the next agent
+    net.flush()
+    # Both rest 10 s after a miss; then carol again, who lets it ring out: the ACD's ring timeout
+    # CANCELs her phone, her second miss in a row puts her on break.
+    net.run_until(net.now + 10.5)
+    net.incoming(net.carol)
+    net.run_until(net.now + 15.5)
+    assert net.trace("switch", "carol")[-3:] == ["CANCEL →", "← 200", "← 487"] or "CANCEL →" in net.trace("switch", "carol")
+    status = net.switch.calls.acd.agent_stats("carol", net.now)
+    assert (status.status, status.reason, status.missed_offers) == ("on_break", "no_answer", 2)
+    assert any(e.kind == "status" and e.agent == "carol" and e.detail == "no_answer" for e in log(net))
+    assert caller.state == CONFIRMED
+
+
+def test_caller_who_hangs_up_while_waiting_is_an_abandon_with_wait_and_position(net):
+    caller = queued(net)
+    agent = net.incoming(net.carol)
+    caller.bye(net.now + 7)
+    net.flush(net.now + 7)
+    assert agent.state == TERMINATED  # the ringing agent got a CANCEL
+    (s,) = net.switch.take(CallSummary)
+    assert (s.disposition, s.hangup_by) == ("cancelled", "caller")
+    assert s.segments[0].outcome == QueueOutcome.ABANDONED
+    (abandon,) = [e for e in log(net) if e.kind == "abandon"]
+    assert (abandon.wait, abandon.position) == (7.0, 1)
+    stats = net.switch.calls.acd.queue_stats("sales", net.now)
+    assert stats.abandoned == 1
+    counted = recompute(log(net), "sales", service_level=20.0, short_abandon=5.0)
+    assert (counted.offered, counted.abandoned, counted.answered) == (stats.offered, stats.abandoned, stats.answered)
+
+
+def log_out_everyone(net) -> None:
+    register(net, net.carol, "1001", "secret1001")
+    register(net, net.dave, "1002", "secret1002")
+    for agent in ("carol", "dave"):
+        net.switch.calls.acd.handle_event(AgentStatusChanged(agent, "logged_out"), net.now)
+
+
+def test_exit_key_takes_the_caller_out_of_the_queue_to_its_target(net):
+    log_out_everyone(net)
+    caller = net.dial("800")
+    assert caller.state == CONFIRMED and "INVITE" not in [label for label, _ in net.seen("carol")]
+    digit(net, caller, "0", net.now + 4)
+    assert net.incoming(net.carol)  # exit_target user:1001 rings, outside the queue
+    (exit_,) = [e for e in log(net) if e.kind == "exit"]
+    assert (exit_.reason, exit_.wait) == ("exit_key", 4.0)
+
+
+def test_vip_caller_overtakes_a_waiting_caller(net):
+    log_out_everyone(net)
+    caller = net.dial("800")
+    vip = UA(Peer("udp", "127.0.1.1", 5070), "vip")
+    net.nodes[vip.addr] = vip
+    net.dial("800", caller=vip)
+    net.switch.calls.acd.handle_event(AgentStatusChanged("carol", "available"), net.now)
+    net.switch.calls.process(net.now)
+    net.flush()
+    (invite,) = [parse(d) for label, d in net.seen("carol") if label == "INVITE"]
+    assert invite.from_.startswith("<sip:vip@")
+    assert caller.state == CONFIRMED
+
+
+def test_queue_with_max_wait_sends_the_caller_to_its_exit(net):
+    log_out_everyone(net)
+    caller = net.dial("800")
+    net.run_until(net.now + 121)
+    assert caller.state == TERMINATED  # on_exit = "hangup"
+    (s,) = net.switch.take(CallSummary)
+    assert s.segments[0].outcome == QueueOutcome.TIMEOUT
+    assert [e.reason for e in log(net) if e.kind == "exit"] == ["max_wait"]
+
+
+def dial_as(net, ua: UA, user: str, number: str):
+    """``ua`` calls ``number`` as the registered user ``user`` (its From)."""
+    session = ua.sessions.invite(f"sip:{number}@127.0.0.5:5060", f"sip:{user}@{ua.addr.host}", net.now,
+                                 body=OFFER.replace(b"127.0.1.1", ua.addr.host.encode()), peer=SWITCH)
+    net.flush()
+    return session
+
+
+# -- feature codes -----------------------------------------------------------------------------------
+def test_feature_codes_change_the_agents_status(net):
+    register(net, net.carol, "1001", "secret1001")
+    for code, status, reason in (("*62", "logged_out", ""), ("*632", "on_break", "lunch"), ("*61", "available", "")):
+        session = dial_as(net, net.carol, "1001", code)
+        assert session.state == CONFIRMED  # answered; a beep; then the switch hangs up
+        assert "beep" in net.plays()
+        net.switch.calls.playback_done(session.call_id, "a", net.now)
+        net.flush()
+        assert session.state == TERMINATED
+        stats = net.switch.calls.acd.agent_stats("carol", net.now)
+        assert (stats.status, stats.reason) == (status, reason)
+    changes = [(e.reason, e.detail) for e in log(net) if e.kind == "status" and e.agent == "carol"]
+    assert changes[-3:] == [("logged_out", ""), ("on_break", "lunch"), ("available", "")]
+
+
+def test_an_agent_whose_phone_is_not_registered_is_never_offered(net):
+    register(net, net.dave, "1002", "secret1002")
+    net.dial("800")
+    assert net.incoming(net.dave)  # carol (first in line) has no registered phone
+    assert net.carol.events == [] and net.seen("carol") == []
+
+
+def test_agent_on_a_direct_call_is_not_offered(net):
+    register(net, net.carol, "1001", "secret1001")
+    register(net, net.dave, "1002", "secret1002")
+    direct = net.dial("1001")  # to an agent's phone
+    net.incoming(net.carol).answer(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush()
+    assert direct.state == CONFIRMED
+    net.dial("800", caller=net.bob)
+    assert net.incoming(net.dave)
+    assert not any(isinstance(e, CallEnded) for e in net.carol.events)
