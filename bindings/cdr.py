@@ -63,6 +63,7 @@ log = logging.getLogger("switchcore.cdr")
 CDR_DB = "cdr"
 INDEX_DB = "cdr_by_call"
 JOURNAL_DB = "active_calls"
+QUEUE_LOG_DB = "queue_log"
 
 # The largest key: scans without an upper bound stop here (no record ends after year 584 million).
 _KEY_END = b"\xff" * 9
@@ -86,6 +87,7 @@ class CommitError(Exception):
 # Operation kinds, applied in submission order within a group.
 _RECORD = 0  # (kind, call id, key, value): the final record; removes the call's journal entry
 _JOURNAL = 1  # (kind, call id, None, entry): the call's record so far
+_LOG = 2  # (kind, None, key, entry): one queue-log entry (core/acd/log.py), in the same group commits
 
 
 class Commit:
@@ -188,6 +190,7 @@ class CdrWriter:
         self._cdr = storage.db(CDR_DB)
         self._index = storage.db(INDEX_DB)
         self._journal = storage.db(JOURNAL_DB)
+        self._queue_log = storage.db(QUEUE_LOG_DB)
         self._cond = threading.Condition(threading.Lock())
         self._open = Commit()
         self._last: Commit | None = None  # the group most recently taken by the thread
@@ -238,6 +241,10 @@ class CdrWriter:
         fut = asyncio.get_running_loop().create_future()
         self._add((_JOURNAL, record_so_far.call_id.encode(), None, _journal_encoder.encode(entry)), fut)
         await fut
+
+    def log(self, key: bytes, value: bytes) -> Commit:
+        """Queue one queue-log entry (``core.acd.log``: its key orders the log by time)."""
+        return self._add((_LOG, None, key, value), None)
 
     def _add(self, op: tuple, fut: asyncio.Future | None) -> Commit:
         with self._cond:
@@ -317,7 +324,9 @@ class CdrWriter:
                 put, delete = txn.put, txn.delete
                 cdr, index, journal = self._cdr, self._index, self._journal
                 for kind, call_id, key, value in group._ops:
-                    if kind == _RECORD:
+                    if kind == _LOG:
+                        put(key, value, db=self._queue_log)
+                    elif kind == _RECORD:
                         group.records += 1
                         # The index put fails (False) when the call is already recorded: never twice.
                         if put(call_id, key, db=index, overwrite=False):

@@ -28,6 +28,7 @@ from typing import Any
 from core._rtp import Engine
 from core.call.b2bua import MediaBridge
 from core.config import MediaConfig
+from core.media.prompts import PlaybackDone, Prompt, from_spec
 from core.media.quality import LegFigures
 from core.media.rtp import DtmfDigit, Latched, MediaTimeout, SsrcChanged
 
@@ -79,6 +80,9 @@ class MediaPlane:
         self.relays_added = 0
         self.relay_errors = 0
         self._dropped = 0
+        self.prompts: dict[str, Prompt] = {}  # by the config's name for them, converted once
+        # The call layer's ear: called with each DtmfDigit and PlaybackDone (bindings/node.py).
+        self.listener = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -164,6 +168,32 @@ class MediaPlane:
     def active(self) -> int:
         return len(self._bridged)
 
+    # -- prompts ----------------------------------------------------------------------------------
+    def load_prompt(self, spec: str) -> Prompt:
+        """The prompt ``spec`` names, read and converted once (ValueError/OSError when it cannot be)."""
+        prompt = self.prompts.get(spec)
+        if prompt is None:
+            prompt = self.prompts[spec] = from_spec(spec)
+        return prompt
+
+    def play(self, call_id: str, leg: str, spec: str, loop: bool = False) -> bool:
+        """Play a prompt to the call's leg; False (logged) when it cannot be played, in which case
+        the listener hears at once that it is done, so that a menu goes on."""
+        try:
+            self.engine.play(call_id, leg, self.load_prompt(spec), loop)
+            return True
+        except (KeyError, ValueError, OSError, RuntimeError) as exc:
+            log.error("call %s: prompt %r not played on leg %s: %s", call_id, spec, leg, exc)
+            if self.listener is not None and not loop:
+                self.listener(PlaybackDone(call_id, leg, -1, 0, "done"))
+            return False
+
+    def stop_playback(self, call_id: str, leg: str) -> None:
+        try:
+            self.engine.stop_playback(call_id, leg)
+        except (KeyError, ValueError, RuntimeError):
+            pass
+
     @property
     def packets_forwarded(self) -> int:
         return self.engine.packets_forwarded
@@ -175,7 +205,12 @@ class MediaPlane:
             if isinstance(event, DtmfDigit):
                 if event.relay_id is not None and event.digit is not None:
                     self._digits.setdefault(event.relay_id, []).append(event.digit)
+                    if self.listener is not None:
+                        self.listener(event)
                 log.info("call %s: DTMF %s on leg %s", event.relay_id, event.digit, event.leg)
+            elif isinstance(event, PlaybackDone):
+                if self.listener is not None and event.relay_id is not None:
+                    self.listener(event)
             elif isinstance(event, MediaTimeout):
                 log.warning("call %s: no RTP on leg %s for %d ms", event.relay_id, event.leg, event.idle_ms)
             elif isinstance(event, Latched):

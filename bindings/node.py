@@ -30,14 +30,18 @@ import time
 
 import uvloop
 
+from bindings.acdlog import QueueLog
 from bindings.cdr import CdrWriter
 from bindings.media import MediaPlane
 from bindings.records import CallRecords
 from bindings.storage import Storage
 from bindings.transport import TcpConnection, TcpRegistry, UdpTransport
 from core.call import B2BUA, CallSummary, MediaBridge, MediaRelease
-from core.call.b2bua import CallConnected
+from core.acd.log import QueueLogEntry
+from core.call.b2bua import CallConnected, MediaPlay, MediaStop
 from core.config import Config, parse_listen
+from core.media.prompts import PlaybackDone
+from core.media.rtp import DtmfDigit
 from core.registrar import Registrar
 from core.sip.addr import Peer
 from core.sip.endpoint import Endpoint
@@ -72,6 +76,10 @@ def udp_socket(family: int, host: str, port: int) -> socket.socket:
     return sock
 
 
+class StartError(Exception):
+    """The node cannot start as configured (a prompt file missing ...): one line for the operator."""
+
+
 class Node:
     """Sockets, storage and the endpoint of one worker."""
 
@@ -80,6 +88,7 @@ class Node:
         self.storage: Storage | None = None
         self.cdr: CdrWriter | None = None
         self.records: CallRecords | None = None
+        self.queue_log: QueueLog | None = None
         self.media: MediaPlane | None = None
         self.endpoint: Endpoint | None = None
         self.udp: dict[int, UdpTransport] = {}  # by address family
@@ -89,6 +98,7 @@ class Node:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._held: set[asyncio.Task] = set()  # sends waiting on a commit (see flush)
+        self._flushing = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,6 +111,7 @@ class Node:
                         rec.call_id, rec.answered, rec.ended)
         self.records = CallRecords(self.cdr, cfg.node.name)
         self.records.start()
+        self.queue_log = QueueLog(self.cdr)
         registrar = Registrar(cfg, self.storage.bindings(), secrets.token_bytes(32))
         t = cfg.sip.timers
         self.endpoint = Endpoint(
@@ -140,6 +151,10 @@ class Node:
                       cfg.media.address, exc)
         else:
             self.media.start(loop)
+            self.media.listener = self.on_media_event
+            problems = self._load_prompts()
+            if problems:
+                raise StartError("; ".join(problems))
         if local is not None:
             sessions = SessionLayer(self.endpoint.transactions, local, user=cfg.node.name)
             self.endpoint.calls = B2BUA(cfg, sessions, registrar)
@@ -183,6 +198,40 @@ class Node:
             self.storage = None
         log.info("node %s stopped", self.config.node.name)
 
+    def _load_prompts(self) -> list[str]:
+        """Read every prompt the config names once, now: a missing or unreadable WAV stops the start
+        with the config key that names it."""
+        cfg = self.config
+        named = [("calls", "beep"), ("calls", "busy"), ("calls", "ringback")]
+        for i, menu in enumerate(cfg.ivr):
+            named.append((f"ivr[{i}].prompt", menu.prompt))
+            if menu.invalid_prompt:
+                named.append((f"ivr[{i}].invalid_prompt", menu.invalid_prompt))
+        named += [(f"queues[{i}].music", q.music) for i, q in enumerate(cfg.queues)]
+        problems = []
+        for key, spec in named:
+            try:
+                self.media.load_prompt(spec)
+            except (OSError, ValueError, EOFError) as exc:
+                problems.append(f"{key}: {spec}: {exc}")
+        return problems
+
+    def on_media_event(self, event) -> None:
+        """A digit or the end of a prompt, from the media engine: the call layer's input."""
+        calls = self.endpoint.calls if self.endpoint is not None else None
+        if calls is None:
+            return
+        now = time.time()
+        if isinstance(event, DtmfDigit):
+            if event.leg != "a":
+                return  # the agent's or callee's keys are recorded, not acted on
+            calls.dtmf(event.relay_id, event.digit, now)
+        elif isinstance(event, PlaybackDone):
+            calls.playback_done(event.relay_id, event.leg, now, event.reason)
+        if not self._flushing:  # a relay's last events come while flush() releases it: it goes on
+            self.flush()
+            self.arm_timer()
+
     # -- the adapter ----------------------------------------------------------------------------
     def on_message(self, data: bytes, peer: Peer) -> None:
         self.endpoint.receive_datagram(data, peer, time.time())
@@ -205,6 +254,21 @@ class Node:
         side saw complete, and every call a side saw answered is closed as interrupted."""
         durable: list[asyncio.Task] = []
         calls = self.endpoint.calls
+        self._flushing = True
+        try:
+            self._act(calls, durable)
+        finally:
+            self._flushing = False
+        datagrams = self.endpoint.datagrams_to_send()
+        if durable and datagrams:
+            held = asyncio.get_running_loop().create_task(self._send_when_committed(durable, datagrams))
+            self._held.add(held)
+            held.add_done_callback(self._held.discard)
+        else:
+            self._send(datagrams)
+
+    def _act(self, calls, durable: list) -> None:
+        """The call layer's events to the media plane, the records and the queue log."""
         if calls is not None:
             media, records = self.media, self.records
             while (event := calls.next_event()) is not None:
@@ -214,6 +278,15 @@ class Node:
                 elif isinstance(event, MediaRelease):
                     if media is not None:
                         media.release(event.call_id)
+                elif isinstance(event, MediaPlay):
+                    if media is not None:
+                        media.play(event.call_id, event.leg, event.prompt, event.loop)
+                elif isinstance(event, MediaStop):
+                    if media is not None:
+                        media.stop_playback(event.call_id, event.leg)
+                elif isinstance(event, QueueLogEntry):
+                    if self.queue_log is not None:
+                        self.queue_log.append(event)
                 elif isinstance(event, CallConnected):
                     if records is not None:
                         durable.append(records.connected(event))
@@ -221,14 +294,7 @@ class Node:
                     call_log.info("call %s", event)
                     figures, dtmf = media.take_figures(event.call_id) if media is not None else (None, "")
                     if records is not None:
-                        durable.append(records.ended(event, figures, dtmf))
-        datagrams = self.endpoint.datagrams_to_send()
-        if durable and datagrams:
-            held = asyncio.get_running_loop().create_task(self._send_when_committed(durable, datagrams))
-            self._held.add(held)
-            held.add_done_callback(self._held.discard)
-        else:
-            self._send(datagrams)
+                        durable.append(records.ended(event, figures, event.dtmf or dtmf))
 
     async def _send_when_committed(self, durable: list[asyncio.Task], datagrams) -> None:
         # A failed commit is logged by the records; the call itself goes on.
@@ -281,5 +347,8 @@ def run(config: Config) -> int:
         uvloop.run(_serve(config))
     except OSError as exc:
         print(f"switchcore: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    except StartError as exc:
+        print(f"switchcore: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

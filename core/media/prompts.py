@@ -148,3 +148,24 @@ def ringback(cycles: int = 1) -> Prompt:
 def busy(cycles: int = 1) -> Prompt:
     """480 + 620 Hz, 0.5 s on, 0.5 s off."""
     return _cadence((480, 620), 500, 500, cycles, -24.0, "busy")
+
+
+def from_spec(spec: str) -> Prompt:
+    """The prompt a config names (``core.config.parse_prompt``): "ringback", "busy" (three cycles), "beep"
+    (1 kHz for 0.3 s), "silence" (1 s), "tone:F1[+F2][/SECONDS]", or a WAV file. Raises ValueError or
+    OSError naming the problem."""
+    from core.config import parse_prompt  # config is the one place the syntax is defined
+
+    kind, value = parse_prompt(spec)
+    if kind == "builtin":
+        if value == "ringback":
+            return ringback()
+        if value == "busy":
+            return busy(3)
+        if value == "beep":
+            return tone(1000, 300, name="beep")
+        return Prompt(np.zeros(RATE, dtype=np.int16), name="silence")
+    if kind == "tone":
+        freqs, seconds = value
+        return tone(freqs, seconds * 1000, name=spec)
+    return Prompt.from_wav(value, name=spec)

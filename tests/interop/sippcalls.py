@@ -68,10 +68,41 @@ def _checksum(data: bytes) -> int:
 def write_rtp_pcap(path: Path, packets: int = PACKETS, ptime: float = 0.020, ssrc: int = 0x5EED0001) -> Path:
     """A libpcap file (Ethernet) of ``packets`` RTP/UDP/IPv4 datagrams of PCMU silence, ``ptime`` apart,
     sequence numbers and timestamps in order (RFC 3550 §5.1). SIPp rewrites the addresses when it plays it."""
+    return write_pcap(path, [(0, False, 160 * i, b"\xff" * 160) for i in range(packets)], ptime, ssrc)
+
+
+def write_dtmf_pcap(path: Path, digits: str, ptime: float = 0.020, ssrc: int = 0x5EED0002,
+                    event_pt: int = 101) -> Path:
+    """PCMU silence with the RFC 4733 telephone-events of ``digits`` in it: each digit 100 ms (the first
+    packet marked, one timestamp, the duration growing), its end packet sent three times (§2.5.1.4),
+    then 200 ms of silence."""
+    events = {d: i for i, d in enumerate("0123456789*#ABCD")}
+    rows: list[tuple[int, bool, int, bytes]] = []
+    ts = 0
+    for _ in range(10):  # a little audio first, as a phone sends before a key is pressed
+        rows.append((0, False, ts, b"\xff" * 160))
+        ts += 160
+    for d in digits:
+        for i in range(1, 6):
+            end = i == 5
+            payload = struct.pack("!BBH", events[d], (0x80 if end else 0) | 10, 160 * i)
+            for _ in range(3 if end else 1):
+                rows.append((event_pt, i == 1, ts, payload))
+        ts += 800
+        for _ in range(10):
+            rows.append((0, False, ts, b"\xff" * 160))
+            ts += 160
+    return write_pcap(path, rows, ptime, ssrc)
+
+
+def write_pcap(path: Path, rows, ptime: float, ssrc: int) -> Path:
+    """RTP packets ``(payload type, marker, timestamp, payload)`` one ``ptime`` apart, sequence numbers in
+    order, as a libpcap file of Ethernet/IPv4/UDP frames."""
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     src, dst = socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2")
-    for i in range(packets):
-        rtp = struct.pack("!BBHII", 0x80, 0, (1000 + i) & 0xFFFF, (160 * i) & 0xFFFFFFFF, ssrc) + b"\xff" * 160
+    for i, (pt, marker, ts, payload) in enumerate(rows):
+        rtp = struct.pack("!BBHII", 0x80, pt | (0x80 if marker else 0), (1000 + i) & 0xFFFF,
+                          ts & 0xFFFFFFFF, ssrc) + payload
         udp = struct.pack("!HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0, src, dst)
         ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
