@@ -14,7 +14,7 @@ from core.call.b2bua import MediaPlay, MediaStop
 from core.cdr.record import QueueOutcome
 from core.sip.addr import Peer
 from core.sip.message import parse
-from core.sip.session import CONFIRMED, TERMINATED, CallEnded, IncomingCall
+from core.sip.session import CONFIRMED, TERMINATED, CallEnded, IncomingCall, ReinviteReceived
 from tests.test_b2bua import ANSWER, CONFIG, OFFER, SWITCH, UA, Net, register
 
 DAVE = Peer("udp", "127.0.4.4", 5064)  # registers as user 1002
@@ -334,3 +334,86 @@ def test_agent_on_a_direct_call_is_not_offered(net):
     net.dial("800", caller=net.bob)
     assert net.incoming(net.dave)
     assert not any(isinstance(e, CallEnded) for e in net.carol.events)
+
+
+# -- transfer (RFC 3515, RFC 3891) ---------------------------------------------------------------------
+def refer(net, ua: UA, session, refer_to: str) -> str:
+    data = session.dialog.create_request("REFER", ua.sessions.via(), headers=[
+        ("Refer-To", refer_to), ("Contact", f"<sip:{ua.name}@{ua.addr.host}:{ua.addr.port}>")])
+    ua.transactions.send_request(data, parse(data), SWITCH, net.now)
+    net.flush()
+    (status,) = [label for label, d in net.seen(ua.name, "switch")
+                 if label.isdigit() and parse(d).cseq_method == "REFER"][-1:]
+    return status
+
+
+def notifies(net, who: str) -> list[tuple[str, bytes]]:
+    return [(parse(d).header("Subscription-State"), parse(d).body) for label, d in net.seen(who, "switch")
+            if label == "NOTIFY"]
+
+
+def test_blind_transfer_by_the_callee_connects_the_caller_to_the_new_party(net):
+    register(net, net.carol, "1001", "secret1001")
+    caller, callee = net.answered_call()  # alice → bob (trunk)
+    net.switch.take(MediaBridge)
+    assert refer(net, net.bob, callee, "<sip:1001@127.0.0.5>") == "202"
+    assert notifies(net, "bob")[0][1] == b"SIP/2.0 100 Trying\r\n"
+    target = net.incoming(net.carol)
+    target.answer(net.now + 2, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush(net.now + 2)
+    state, body = notifies(net, "bob")[-1]
+    assert body == b"SIP/2.0 200 OK\r\n" and state.startswith("terminated")
+    assert callee.state == TERMINATED  # the transferor is out
+    assert caller.state == CONFIRMED and target.state == CONFIRMED
+    (bridge,) = net.switch.take(MediaBridge)
+    assert bridge.leg_b_remote == ("127.0.3.3", 50000) and bridge.leg_a_remote == ("127.0.1.1", 40000)
+    caller.bye(net.now + 5)
+    net.flush(net.now + 5)
+    assert target.state == TERMINATED
+    (s,) = net.switch.take(CallSummary)
+    assert s.transferred_to.startswith("sip:1001@127.0.3.3") and s.hangup_by == "caller"
+
+
+def test_blind_transfer_to_a_busy_party_keeps_the_call(net):
+    register(net, net.carol, "1001", "secret1001")
+    caller, callee = net.answered_call()
+    assert refer(net, net.bob, callee, "<sip:1001@127.0.0.5>") == "202"
+    net.incoming(net.carol).reject(net.now, 486)
+    net.flush()
+    assert notifies(net, "bob")[-1][1] == b"SIP/2.0 486 Busy Here\r\n"
+    assert caller.state == CONFIRMED and callee.state == CONFIRMED
+
+
+def test_refer_to_a_number_without_a_route_is_reported_404(net):
+    caller, callee = net.answered_call()
+    assert refer(net, net.alice, caller, "<sip:5559999@127.0.0.5>") == "202"
+    assert notifies(net, "alice")[-1][1] == b"SIP/2.0 404 Not Found\r\n"
+    assert caller.state == CONFIRMED
+
+
+def test_attended_transfer_joins_the_two_far_parties(net):
+    register(net, net.carol, "1001", "secret1001")
+    # Alice talks to Bob, then calls Carol (user 1001), then transfers Bob to Carol.
+    first, bob_leg = net.answered_call()
+    second = net.dial("1001")
+    carol_leg = net.incoming(net.carol)
+    carol_leg.answer(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush()
+    net.switch.take(MediaBridge)
+    d = second.dialog
+    replaces = f"{d.call_id}%3Bto-tag%3D{d.remote_tag}%3Bfrom-tag%3D{d.local_tag}"
+    assert refer(net, net.alice, first, f"<sip:1001@127.0.0.5?Replaces={replaces}>") == "202"
+    # Carol's leg is re-INVITEd onto the first call's relay, in Alice's place.
+    assert net.trace("switch", "carol").count("INVITE →") == 2
+    (reinvite,) = net.carol.take(ReinviteReceived)
+    assert b"m=audio %d " % net.switch.calls.calls[first.call_id].a.port in reinvite.msg.body
+    carol_leg.accept_reinvite(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush()
+    assert notifies(net, "alice")[-1][1] == b"SIP/2.0 200 OK\r\n"
+    assert first.state == TERMINATED and second.state == TERMINATED  # both of Alice's legs hung up
+    assert bob_leg.state == CONFIRMED and carol_leg.state == CONFIRMED
+    bridges = net.switch.take(MediaBridge)
+    assert bridges[-1].leg_a_remote == ("127.0.3.3", 50000) and bridges[-1].leg_b_remote == ("127.0.2.2", 50000)
+    bob_leg.bye(net.now + 1)
+    net.flush(net.now + 1)
+    assert carol_leg.state == TERMINATED

@@ -194,6 +194,7 @@ class CallSummary:
     dtmf: str = ""  # digits the switch collected (IVR entries, SIP INFO), in order
     hosted: bool = False  # the switch answered the caller itself (IVR, queue, feature code)
     agent: str = ""  # the agent the call was bridged to, "" when none
+    transferred_to: str = ""  # where a transfer (REFER) sent the call, "" when none
 
 
 @dataclass(slots=True, frozen=True)
@@ -291,15 +292,28 @@ class Leg:
     """One side of a call: its INVITE session, its RTP port on the switch, where its far end
     receives, and the switch's o= line towards it."""
 
-    __slots__ = ("session", "port", "remote", "origin", "last_sdp", "uri")
+    __slots__ = ("session", "port", "remote", "origin", "last_sdp", "uri", "port_before")
 
     def __init__(self, session: InviteSession | None, port: int):
         self.uri = ""  # the Request-URI of a leg the switch called
+        self.port_before = 0  # a leg moved to another call's relay: its port there
         self.session = session
         self.port = port
         self.remote: tuple[str, int] | None = None
         self.origin = Originator(secrets.randbelow(2**31))
         self.last_sdp: bytes = b""  # the description the switch last sent this leg
+
+
+@dataclass(slots=True)
+class Transfer:
+    """A transfer under way: ``referrer`` asked for it; ``target`` is the leg taking its place (a new
+    INVITE for a blind transfer, another call's far party re-INVITEd for an attended one)."""
+
+    referrer: "Leg"
+    target: "Leg"
+    kind: str  # "blind" or "attended"
+    offer: SessionDescription
+    other_call: "Call | None"
 
 
 class Call:
@@ -310,7 +324,8 @@ class Call:
                  "reinvite_from", "reinvite_offer", "cancelled", "hangup_by", "supported",
                  "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
                  "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
-                 "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt")
+                 "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt",
+                 "transfer", "detached", "transferred_to")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -357,6 +372,9 @@ class Call:
         self.busy_agents: list[str] = []  # agents this call keeps busy (a direct call to or from one)
         self.guard = None
         self.menu_timer = None
+        self.transfer: Transfer | None = None
+        self.detached: list[Leg] = []  # legs that left the call (a transfer's referrer)
+        self.transferred_to = ""
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -489,9 +507,18 @@ class B2BUA:
             if isinstance(event, InDialogRequest):
                 self._reply(event.tx, event.msg, 481, now)
             return
-        is_a = session is call.a.session
+        if call.transfer is not None and self._transfer_event(call, session, event, now):
+            return
+        if any(leg.session is session for leg in call.detached):
+            if isinstance(event, InDialogRequest):
+                self._reply(event.tx, event.msg, 481, now)
+            return
+        is_a = call.a is not None and session is call.a.session
         if call.hosted:
             self._hosted_event(call, session, is_a, event, now)
+            return
+        if isinstance(event, InDialogRequest) and event.msg.method == "REFER":
+            self._refer(call, call.a if is_a else call.b, event, now)
             return
         if is_a and isinstance(event, InDialogRequest) and event.msg.method == "INFO":
             self._info(call, event, now)
@@ -1192,6 +1219,207 @@ class B2BUA:
         self.stats["cancelled"] += 1
         self._finish(call, now, CANCELLED, 487, CALLER)
 
+    # -- transfer (RFC 3515 REFER, RFC 3891 Replaces) ---------------------------------------------
+    def _refer(self, call: Call, leg: Leg, event: InDialogRequest, now: float) -> None:
+        """A leg asks the switch to transfer the other party: blind (Refer-To a number or user) or
+        attended (Refer-To carrying Replaces: the dialog of a second call the referrer has with the
+        switch, whose other party takes the referrer's place). Answered 202; the progress goes to the
+        referrer as NOTIFYs with a message/sipfrag status line (RFC 3515 §2.4.4, §2.4.5)."""
+        msg = event.msg
+        other = call.b if leg is call.a else call.a
+        refer_to = msg.header("Refer-To") or msg.header("r")
+        try:
+            if not refer_to:
+                raise ValueError("no Refer-To")
+            target_uri = parse_name_addr(refer_to).uri
+        except ValueError:
+            self._reply(event.tx, msg, 400, now)
+            return
+        if call.transfer is not None or call.reinvite_from is not None or call.state != CONFIRMED_CALL:
+            self._reply(event.tx, msg, 491, now)  # one offer or transfer at a time (§14.2 in spirit)
+            return
+        replaces = target_uri.headers.get("Replaces") if target_uri.headers else None
+        # The slot the new party takes: the referrer's, so that its port (and the relay) stay.
+        if replaces:
+            found = self._replaced_leg(replaces)
+            if found is None or found[0] is call:
+                self._reply(event.tx, msg, 481 if found is None else 403, now)
+                return
+            other_call, target = found
+        else:
+            target = None
+            other_call = None
+        self._reply(event.tx, msg, 202, now)
+        self._notify(leg, now, "100 Trying", active=True)
+        offer = parse_sdp(leg.last_sdp) if leg.last_sdp else None
+        if offer is not None and call.codec:
+            keep = {call.codec.lower(), "telephone-event"}
+            try:
+                offer = _restrict(offer, keep)
+            except ProtocolError:
+                pass
+        if target is None:
+            number = target_uri.user or ""
+            source = call.source if leg is call.a else ("users" if call.user else None)
+            dest = self._resolve(number, source, now)
+            if dest is None or offer is None:
+                self._notify(leg, now, "404 Not Found", active=False)
+                return
+            uri, peer = dest
+            new = Leg(None, leg.port)
+            sd = new.origin.anchor(offer, address=self.address, port=leg.port)
+            new.last_sdp = sd.serialize()
+            try:
+                new.session = self.sessions.invite(uri, self._from_uri(call), now, body=new.last_sdp, peer=peer)
+            except (ProtocolError, ValueError):
+                self._notify(leg, now, "503 Service Unavailable", active=False)
+                return
+            new.uri = uri
+            call.transfer = Transfer(leg, new, "blind", sd, None)
+            self._by_session[new.session] = call
+            # The transferee hears ringback meanwhile (the relay stays up: a failure resumes the call).
+            self._events.append(MediaPlay(call.id, "a" if other is call.a else "b", "ringback", True))
+        else:
+            # Attended: the other call's far party is re-INVITEd onto this call's relay, in the
+            # referrer's slot; the referrer's leg in the other call is hung up.
+            sd = target.origin.anchor(offer, address=self.address, port=leg.port)
+            try:
+                target.session.reinvite(now, sd.serialize())
+            except ProtocolError:
+                self._notify(leg, now, "500 Server Internal Error", active=False)
+                return
+            call.transfer = Transfer(leg, target, "attended", sd, other_call)
+            self._by_session[target.session] = call
+            target.port_before = target.port
+            target.port = leg.port
+
+    def _replaced_leg(self, replaces: str) -> tuple[Call, Leg] | None:
+        """The call holding the dialog a Replaces value names (RFC 3891 §3: call-id;to-tag;from-tag,
+        tags as the referrer sees them: to-tag is ours) and its other party's leg."""
+        call_id, *params = replaces.split(";")
+        tags = dict(p.strip().split("=", 1) for p in params if "=" in p)
+        session = self.sessions.session_for(call_id.strip(), tags.get("to-tag", ""), tags.get("from-tag", ""))
+        other_call = self._by_session.get(session) if session is not None else None
+        if other_call is None or other_call.state != CONFIRMED_CALL:
+            return None
+        if other_call.a.session is session:
+            return other_call, other_call.b
+        if other_call.b is not None and other_call.b.session is session:
+            return other_call, other_call.a
+        return None
+
+    def _resolve(self, number: str, source: str | None, now: float) -> tuple[str, Peer] | None:
+        """Where a number goes (a route to a registered user's phone or a trunk): (URI, next hop)."""
+        match = self.router.lookup(number, source) or self.router.lookup(number, None)
+        if match is None:
+            return None
+        if match.kind == "user":
+            bindings = self.registrar.lookup(match.name, now)
+            if not bindings:
+                return None
+            return bindings[0].contact, bindings[0].received
+        if match.kind == "trunk":
+            trunk = self.config.trunk(match.name)
+            host, port = parse_host_port(trunk.address)
+            h = f"[{host}]" if ":" in host else host
+            return f"sip:{match.number}@{h}:{port}", Peer("udp", host, port)
+        return None
+
+    def _notify(self, leg: Leg, now: float, status_line: str, *, active: bool) -> None:
+        state = "active;expires=60" if active else "terminated;reason=noresource"
+        try:
+            leg.session.request("NOTIFY", now, headers=[
+                ("Event", "refer"), ("Subscription-State", state),
+                ("Contact", self.sessions.contact), ("Content-Type", "message/sipfrag;version=2.0")],
+                body=f"SIP/2.0 {status_line}\r\n".encode())
+        except ProtocolError:
+            pass  # the referrer's dialog is gone: nobody to tell
+
+    def _transfer_event(self, call: Call, session: InviteSession, event: Any, now: float) -> bool:
+        """An event of the leg a transfer brings in; False when the event is not about it."""
+        t = call.transfer
+        if t is None or session is not t.target.session:
+            return False
+        other = call.b if t.referrer is call.a else call.a
+        slot = "a" if t.referrer is call.a else "b"
+        if t.kind == "blind":
+            if isinstance(event, CallAnswered):
+                try:
+                    answer = parse_sdp(event.msg.body or b"")
+                    if not intersect(t.offer, answer):
+                        raise OfferAnswerError("no codec of the offer in the answer")
+                    t.target.remote = answer.rtp_address()
+                except ProtocolError:
+                    t.target.session.bye(now)
+                    self._transfer_failed(call, now, "488 Not Acceptable Here")
+                    return True
+                self._transfer_done(call, now)
+            elif isinstance(event, CallFailed):
+                reason = {486: "Busy Here", 480: "Temporarily Unavailable", 408: "Request Timeout",
+                          404: "Not Found", 603: "Decline"}.get(event.status, "Failed")
+                self._transfer_failed(call, now, f"{event.status} {reason}")
+            return True
+        # attended: the re-INVITE's answer
+        if isinstance(event, ReinviteAnswered):
+            if 200 <= event.status < 300 and event.msg is not None and event.msg.body:
+                try:
+                    answer = parse_sdp(event.msg.body)
+                    t.target.remote = answer.rtp_address()
+                except ProtocolError:
+                    self._transfer_failed(call, now, "488 Not Acceptable Here")
+                    return True
+                self._transfer_done(call, now)
+            else:
+                self._transfer_failed(call, now, f"{event.status} Failed")
+            return True
+        return False
+
+    def _transfer_done(self, call: Call, now: float) -> None:
+        t, call.transfer = call.transfer, None
+        referrer, new = t.referrer, t.target
+        slot = "a" if referrer is call.a else "b"
+        if slot == "a":
+            call.a = new
+        else:
+            call.b = new
+            call.b_uri = new.uri or call.b_uri
+        new.last_sdp = t.offer.serialize()
+        call.transferred_to = new.uri or (t.other_call.callee if t.other_call else "")
+        self._events.append(MediaStop(call.id, "b" if slot == "a" else "a"))
+        self._bridge(call)
+        self._notify(referrer, now, "200 OK", active=False)
+        # The referrer is out of the call: its leg is hung up (RFC 5589 §6 has the transferor do it;
+        # the switch does not wait on that).
+        self._detach(call, referrer, now)
+        if t.other_call is not None:
+            other_call = t.other_call
+            # The other call loses its far party to this one; its referrer leg is hung up too.
+            if other_call.a is new:
+                other_call.a = None
+            else:
+                other_call.b = None
+            if new.port_before:
+                self.ports.release(new.port_before)
+            self._hang_up(other_call, now, SWITCH)
+
+    def _transfer_failed(self, call: Call, now: float, status_line: str) -> None:
+        t, call.transfer = call.transfer, None
+        other = call.b if t.referrer is call.a else call.a
+        self._events.append(MediaStop(call.id, "a" if other is call.a else "b"))
+        if t.kind == "attended":
+            t.target.port = t.target.port_before
+            self._by_session[t.target.session] = t.other_call
+        self._notify(t.referrer, now, status_line, active=False)
+
+    def _detach(self, call: Call, leg: Leg, now: float) -> None:
+        """A leg that has left the call: hung up; what it still says is absorbed."""
+        call.detached.append(leg)
+        if leg.session is not None and leg.session.state != TERMINATED:
+            try:
+                leg.session.bye(now)
+            except ProtocolError:
+                pass
+
     # -- re-INVITE (RFC 3261 §14, RFC 3264 §8) ----------------------------------------------------
     def _reinvite(self, call: Call, leg: Leg, msg: Any, now: float) -> None:
         other = call.b if leg is call.a else call.a
@@ -1307,6 +1535,10 @@ class B2BUA:
             if handle is not None:
                 self.wheel.cancel(handle)
         call.guard = call.menu_timer = None
+        if call.transfer is not None:
+            t, call.transfer = call.transfer, None
+            if t.kind == "blind" and t.target.session is not None and t.target.session.state != TERMINATED:
+                t.target.session.bye(now)  # CANCEL the transfer's target still ringing
         self.calls.pop(call.id, None)
         if self.acd is not None:
             for agent in ([call.agent] if call.agent else []) + call.busy_agents:
@@ -1351,10 +1583,11 @@ class B2BUA:
             leg_b_call_id=b.call_id if b is not None else None, leg_b_uri=call.b_uri,
             leg_b_status=call.b_status, segments=tuple(call.segments), dtmf=call.dtmf,
             hosted=call.hosted or bool(call.segments) or call.hosted_sd is not None, agent=call.agent,
+            transferred_to=call.transferred_to,
         )
 
     def _reply(self, tx, msg, status: int, now: float) -> None:
-        headers = [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER")] if status == 501 else []
+        headers = [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, REFER")] if status == 501 else []
         data = build_response(msg, status, to_tag=msg.to_tag, headers=headers)
         try:
             self.sessions.transactions.send_response(tx, data, status, now)

@@ -31,7 +31,7 @@ from core.sip.transaction import (
 from core.sip.uri import GrammarError, parse_via
 
 # What this node serves; OPTIONS advertises it (RFC 3261 §11.2) and 501/405 carry it (§8.2.1).
-ALLOW = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER")
+ALLOW = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "REFER")
 ACCEPT = "application/sdp"
 # Option tags this UAS understands; a Require naming anything else gets 420 (§8.2.2.3).
 SUPPORTED: tuple[str, ...] = ()

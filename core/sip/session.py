@@ -247,6 +247,14 @@ class InviteSession:
         self._require(None, CONFIRMED)
         self._send_bye(now)
 
+    def request(self, method: str, now: float, *, headers=(), body: bytes = b"") -> ClientTransaction:
+        """Another request inside the confirmed dialog (a NOTIFY of a REFER's progress, RFC 3515 §2.4.4;
+        an INFO ...). Its responses are taken and dropped: nothing in the session depends on them."""
+        self._require(None, CONFIRMED)
+        layer = self.layer
+        data = self.dialog.create_request(method, layer.via(), headers=headers, body=body)
+        return layer._send_request(self, method.lower(), data, self.dialog.next_hop(layer.local.transport), now)
+
     def reinvite(self, now: float, body: bytes = b"", *, headers=()) -> ClientTransaction:
         """Send a new offer inside the dialog (§14.1); only one INVITE at a time each way."""
         self._require(None, CONFIRMED)
