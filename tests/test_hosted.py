@@ -417,3 +417,69 @@ def test_attended_transfer_joins_the_two_far_parties(net):
     bob_leg.bye(net.now + 1)
     net.flush(net.now + 1)
     assert carol_leg.state == TERMINATED
+
+
+# -- outbound digest to a trunk (RFC 3261 §22.2) ------------------------------------------------------
+def test_trunk_challenge_is_answered_with_the_trunk_credentials(tmp_path):
+    from core.sip.digest import compute_ha1, compute_response, parse_authorization
+
+    text = HOSTED.replace('''address = "127.0.2.2:5062"
+channels = 2''', '''address = "127.0.2.2:5062"
+channels = 2
+username = "switch"
+password = "trunk-secret"''')
+    net = Net(tmp_path, text)
+    try:
+        caller = net.dial("0301234")
+        first = net.incoming(net.bob)
+        first.reject(net.now, 407, headers=[
+            ("Proxy-Authenticate", 'Digest realm="carrier", nonce="n0nce", qop="auth", algorithm=MD5, opaque="op"')])
+        net.flush()
+        second = net.incoming(net.bob)  # the INVITE again, with the answer
+        invites = [parse(d) for label, d in net.seen("bob") if label == "INVITE"]
+        assert len(invites) == 2 and invites[1].cseq == invites[0].cseq + 1
+        assert invites[1].call_id == invites[0].call_id and invites[1].from_tag == invites[0].from_tag
+        creds = parse_authorization(invites[1].header("Proxy-Authorization"))
+        ha1 = compute_ha1("MD5", "switch", "carrier", "trunk-secret")
+        assert creds.response == compute_response("MD5", ha1, "n0nce", "INVITE", creds.uri, "auth", creds.nc, creds.cnonce)
+        assert (creds.username, creds.opaque) == ("switch", "op")
+        second.answer(net.now, ANSWER)
+        net.flush()
+        assert caller.state == CONFIRMED
+        # A second challenge that is not stale means the credentials are wrong: the caller gets 503.
+        caller2 = net.dial("0301234", caller=net.carol)
+        for _ in range(2):
+            net.incoming(net.bob).reject(net.now, 401, headers=[("WWW-Authenticate", 'Digest realm="carrier", nonce="x"')])
+            net.flush()
+        assert net.bob.take(IncomingCall) == []
+        assert caller2.state == TERMINATED
+    finally:
+        net.close()
+
+
+# -- an INVITE without SDP (RFC 3261 §13.2.1, RFC 3264 §5: the offer in the 2xx, the answer in the ACK)
+def test_invite_without_sdp_gets_the_offer_in_the_200_and_media_follows_the_ack(net):
+    caller = net.alice.sessions.invite("sip:0301234@127.0.0.5:5060", "sip:alice@127.0.1.1", net.now,
+                                       body=b"", peer=SWITCH)
+    caller.ack_body = OFFER.replace(b"RTP/AVP 0 8 18 101", b"RTP/AVP 8 101")  # the answer, sent in the ACK
+    net.flush()
+    callee = net.incoming(net.bob)
+    (invite_b,) = [parse(d) for label, d in net.seen("bob") if label == "INVITE"]
+    assert b"m=audio" in invite_b.body and b"c=IN IP4 127.0.0.5" in invite_b.body  # the switch offers
+    callee.answer(net.now, ANSWER)
+    net.flush()
+    (ok,) = [parse(d) for label, d in net.seen("alice", "switch") if label == "200"]
+    assert b"RTP/AVP 8 101" in ok.body and b"c=IN IP4 127.0.0.5" in ok.body
+    assert caller.state == CONFIRMED
+    (bridge,) = net.switch.take(MediaBridge)
+    assert bridge.leg_a_remote == ("127.0.1.1", 40000) and bridge.leg_b_remote == ("127.0.2.2", 50000)
+
+
+def test_invite_without_sdp_into_an_ivr_is_answered_with_the_switchs_offer(net):
+    caller = net.alice.sessions.invite("sip:7@127.0.0.5:5060", "sip:alice@127.0.1.1", net.now, body=b"", peer=SWITCH)
+    caller.ack_body = OFFER.replace(b"RTP/AVP 0 8 18 101", b"RTP/AVP 0 101")
+    net.flush()
+    assert caller.state == CONFIRMED
+    bridges = net.switch.take(MediaBridge)
+    assert bridges[0].leg_a_remote is None and bridges[-1].leg_a_remote == ("127.0.1.1", 40000)
+    assert net.plays() == ["tone:440/1.0"]

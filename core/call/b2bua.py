@@ -226,6 +226,32 @@ def map_failure(status: int) -> tuple[int, str | None]:
     return status, None
 
 
+_STATIC_PT = {"pcmu": (0, 8000), "pcma": (8, 8000), "g722": (9, 8000), "g729": (18, 8000)}
+
+
+def own_offer(codecs, address: str) -> SessionDescription:
+    """An offer of the switch's own (for a leg whose caller sent none): ``codecs`` by name, static
+    payload types where RFC 3551 has them, dynamic ones from 101; the port is set when anchored."""
+    formats, maps, dynamic = [], [], 101
+    for name in codecs:
+        pt, rate = _STATIC_PT.get(name.lower(), (None, 8000))
+        if pt is None:
+            pt, dynamic = dynamic, dynamic + 1
+        formats.append(str(pt))
+        maps.append(f"a=rtpmap:{pt} {name}/{rate}\r\n")
+        if name.lower() == "telephone-event":
+            maps.append(f"a=fmtp:{pt} 0-15\r\n")
+    kind = "IP6" if ":" in address else "IP4"
+    text = (f"v=0\r\no=switchcore 1 1 IN {kind} {address}\r\ns=-\r\nc=IN {kind} {address}\r\nt=0 0\r\n"
+            f"m=audio 9 RTP/AVP {' '.join(formats)}\r\n{''.join(maps)}a=sendrecv\r\n")
+    return parse_sdp(text.encode())
+
+
+def _credentials(trunk) -> tuple[str, str] | None:
+    """A trunk's digest credentials for its challenges to our INVITEs (RFC 3261 §22.2)."""
+    return (trunk.username, trunk.password) if trunk is not None and trunk.username is not None else None
+
+
 def _disposition(status: int) -> str:
     if status == 486:
         return BUSY
@@ -530,6 +556,13 @@ class B2BUA:
         elif isinstance(event, CallConfirmed):
             if is_a and call.state == ANSWERED:
                 call.state = CONFIRMED_CALL
+                if call.a.remote is None and event.msg is not None and event.msg.body:
+                    # A's answer to the offer in our 2xx (an INVITE without SDP).
+                    try:
+                        call.a.remote = parse_sdp(event.msg.body).rtp_address()
+                    except ProtocolError:
+                        pass
+                    self._bridge(call)
         elif isinstance(event, CallFailed):
             self._b_failed(call, event.status, now)
         elif isinstance(event, CallCancelled):
@@ -615,16 +648,17 @@ class B2BUA:
             h = f"[{host_out}]" if ":" in host_out else host_out
             target = f"sip:{match.number}@{h}:{port_out}" if match.number else f"sip:{h}:{port_out}"
             peer = Peer("udp", host_out, port_out)
-        # SDP: A's offer cut to our codecs, anchored on leg B's port (RFC 3264 §8).
-        if not msg.body:
-            # An offer-less INVITE would need the offer in the 2xx and the answer in the ACK of both
-            # legs at once; not served yet.
-            self._reject_new(call, now, 488, "Offer Required", REJECTED)
-            return
+        # SDP: A's offer cut to our codecs, anchored on leg B's port (RFC 3264 §8). An INVITE without
+        # an offer (RFC 3261 §13.2.1: the offer comes in our 2xx, the answer in A's ACK): leg B is
+        # offered the switch's own codecs; B's answer becomes A's offer, A's ACK its answer.
         try:
-            call.offer_a = parse_sdp(msg.body)
+            if msg.body:
+                call.offer_a = parse_sdp(msg.body)
+                call.a.remote = call.offer_a.rtp_address()
+            else:
+                codecs = [c for c in codecs if c.lower() in ("pcmu", "pcma", "telephone-event")] or list(codecs)
+                call.offer_a = own_offer(codecs, self.address)
             restricted = _restrict(call.offer_a, call.supported)
-            call.a.remote = call.offer_a.rtp_address()
         except ProtocolError as exc:
             self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
             return
@@ -645,7 +679,8 @@ class B2BUA:
         local = f"[{local}]" if ":" in local else local
         from_uri = f"sip:{call.caller}@{local}" if call.caller else "sip:anonymous@anonymous.invalid"
         try:
-            b = self.sessions.invite(target, from_uri, now, body=body, peer=peer)
+            b = self.sessions.invite(target, from_uri, now, body=body, peer=peer,
+                                     credentials=_credentials(trunk_out))
         except (ProtocolError, ValueError):
             self.ports.release(port_a)
             self.ports.release(port_b)
@@ -681,16 +716,18 @@ class B2BUA:
         prompts are G.711) and telephone-event, anchored on the switch — then send the call to
         ``target`` (after ``prompt`` when given)."""
         supported = call.supported or {c.lower() for c in self.config.media.codecs}
-        if not msg.body:
-            self._reject_new(call, now, 488, "Offer Required", REJECTED)
-            return
         try:
-            offer = parse_sdp(msg.body)
+            if msg.body:
+                offer = parse_sdp(msg.body)
+                remote = offer.rtp_address()
+            else:
+                # No offer in the INVITE: ours goes in the 200, A's answer comes in its ACK (RFC 3264 §5).
+                offer = own_offer(["PCMU", "PCMA", "telephone-event"], self.address)
+                remote = None
             voice = next((c.name for c in offer.codecs()
                           if c.name.lower() in ("pcmu", "pcma") and c.name.lower() in supported), None)
             if voice is None:
                 raise OfferAnswerError("Not Acceptable Here: prompts are played in PCMU or PCMA only")
-            remote = offer.rtp_address()
         except ProtocolError as exc:
             self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
             return
@@ -701,7 +738,10 @@ class B2BUA:
             self._refuse(call, now, 503, "No Media Ports")
             return
         wanted = [voice] + (["telephone-event"] if "telephone-event" in supported else [])
-        sd = call.a.origin.answer(offer, wanted, address=self.address, port=port_a)
+        if msg.body:
+            sd = call.a.origin.answer(offer, wanted, address=self.address, port=port_a)
+        else:
+            sd = call.a.origin.anchor(own_offer(wanted, self.address), address=self.address, port=port_a)
         for codec in sd.codecs():
             if codec.name.lower() == "telephone-event" and call.dtmf_pt is None:
                 call.dtmf_pt = codec.pt
@@ -838,7 +878,7 @@ class B2BUA:
         local = f"[{local}]" if ":" in local else local
         return f"sip:{call.caller}@{local}" if call.caller else "sip:anonymous@anonymous.invalid"
 
-    def _dial(self, call: Call, target: str, peer: Peer, now: float) -> Leg | None:
+    def _dial(self, call: Call, target: str, peer: Peer, now: float, trunk=None) -> Leg | None:
         """A new leg from a hosted call to ``target``, offering what A was answered with, anchored on
         leg b's port; None when it cannot be sent."""
         leg = Leg(None, call.b.port)
@@ -847,7 +887,8 @@ class B2BUA:
             call.offer_b = sd
         leg.last_sdp = sd.serialize()
         try:
-            leg.session = self.sessions.invite(target, self._from_uri(call), now, body=leg.last_sdp, peer=peer)
+            leg.session = self.sessions.invite(target, self._from_uri(call), now, body=leg.last_sdp, peer=peer,
+                                               credentials=_credentials(trunk))
         except (ProtocolError, ValueError):
             return None
         leg.uri = target
@@ -871,7 +912,7 @@ class B2BUA:
             number = number or call.callee
             target = f"sip:{number}@{h}:{port}" if number else f"sip:{h}:{port}"
             peer = Peer("udp", host, port)
-        leg = self._dial(call, target, peer, now)
+        leg = self._dial(call, target, peer, now, self.config.trunk(name) if kind == "trunk" else None)
         if leg is None:
             call.after_prompt = HANGUP
             self._play(call, ["busy"], now)
@@ -884,7 +925,16 @@ class B2BUA:
 
     def _hosted_event(self, call: Call, session: InviteSession, is_a: bool, event: Any, now: float) -> None:
         if is_a:
-            if isinstance(event, CallEnded):
+            if isinstance(event, CallConfirmed):
+                if call.a.remote is None and event.msg is not None and event.msg.body:
+                    try:  # A's answer to the offer in our 200 (an INVITE without SDP)
+                        call.a.remote = parse_sdp(event.msg.body).rtp_address()
+                    except ProtocolError:
+                        return
+                    call.bridged = (call.a.port, call.a.remote, call.b.port, None)
+                    self._events.append(MediaBridge(call.id, call.a.port, call.a.remote, call.b.port, None,
+                                                    call.codec, call.dtmf_pt))
+            elif isinstance(event, CallEnded):
                 by = CALLER if event.reason == "BYE" else SWITCH
                 self._end_hosted(call, now, by)
             elif isinstance(event, ReinviteReceived):
@@ -1265,12 +1315,13 @@ class B2BUA:
             if dest is None or offer is None:
                 self._notify(leg, now, "404 Not Found", active=False)
                 return
-            uri, peer = dest
+            uri, peer, trunk = dest
             new = Leg(None, leg.port)
             sd = new.origin.anchor(offer, address=self.address, port=leg.port)
             new.last_sdp = sd.serialize()
             try:
-                new.session = self.sessions.invite(uri, self._from_uri(call), now, body=new.last_sdp, peer=peer)
+                new.session = self.sessions.invite(uri, self._from_uri(call), now, body=new.last_sdp, peer=peer,
+                                                   credentials=_credentials(trunk))
             except (ProtocolError, ValueError):
                 self._notify(leg, now, "503 Service Unavailable", active=False)
                 return
@@ -1308,8 +1359,9 @@ class B2BUA:
             return other_call, other_call.a
         return None
 
-    def _resolve(self, number: str, source: str | None, now: float) -> tuple[str, Peer] | None:
-        """Where a number goes (a route to a registered user's phone or a trunk): (URI, next hop)."""
+    def _resolve(self, number: str, source: str | None, now: float) -> tuple[str, Peer, Any] | None:
+        """Where a number goes (a route to a registered user's phone or a trunk): (URI, next hop,
+        the trunk or None)."""
         match = self.router.lookup(number, source) or self.router.lookup(number, None)
         if match is None:
             return None
@@ -1317,12 +1369,12 @@ class B2BUA:
             bindings = self.registrar.lookup(match.name, now)
             if not bindings:
                 return None
-            return bindings[0].contact, bindings[0].received
+            return bindings[0].contact, bindings[0].received, None
         if match.kind == "trunk":
             trunk = self.config.trunk(match.name)
             host, port = parse_host_port(trunk.address)
             h = f"[{host}]" if ":" in host else host
-            return f"sip:{match.number}@{h}:{port}", Peer("udp", host, port)
+            return f"sip:{match.number}@{h}:{port}", Peer("udp", host, port), trunk
         return None
 
     def _notify(self, leg: Leg, now: float, status_line: str, *, active: bool) -> None:

@@ -352,3 +352,45 @@ class DigestAuthenticator:
     def tracked_nonces(self) -> int:
         """How many nonces have counts in the replay table."""
         return len(self._seen)
+
+
+# --- the client's side: answering a challenge to our own requests (RFC 3261 §22.2, RFC 7616 §3.4) ---
+
+def answer_challenge(challenges: list[str], method: str, uri: str, username: str, password: str,
+                     cnonce: str) -> tuple[str, bool] | None:
+    """The Authorization value answering the strongest challenge we can (SHA-256 before MD5, RFC 8760
+    §2.4), and whether it was marked stale; None when no challenge is one we can answer. ``challenges``
+    are WWW-Authenticate or Proxy-Authenticate values; qop "auth" is used when offered (nc 1)."""
+    best: dict[str, str] | None = None
+    for value in challenges:
+        scheme, _, rest = value.strip().partition(" ")
+        if scheme.lower() != "digest":
+            continue
+        try:
+            params = _auth_params(value.strip(), len(scheme))
+        except RemoteProtocolError:
+            continue
+        algorithm = _CANONICAL.get(params.get("algorithm", "MD5").upper())
+        if algorithm is None or "nonce" not in params or "realm" not in params:
+            continue
+        qops = [q.strip() for q in params.get("qop", "").split(",") if q.strip()]
+        if qops and "auth" not in qops:
+            continue
+        params["algorithm"] = algorithm
+        if best is None or (algorithm == "SHA-256" and best["algorithm"] != "SHA-256"):
+            best = params
+    if best is None:
+        return None
+    algorithm, realm, nonce = best["algorithm"], best["realm"], best["nonce"]
+    ha1 = compute_ha1(algorithm, username, realm, password)
+    fields = [f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"']
+    if "qop" in best:
+        response = compute_response(algorithm, ha1, nonce, method, uri, "auth", "00000001", cnonce)
+        fields += [f'response="{response}"', "qop=auth", "nc=00000001", f'cnonce="{cnonce}"']
+    else:
+        response = compute_response(algorithm, ha1, nonce, method, uri)
+        fields.append(f'response="{response}"')
+    fields.append(f"algorithm={algorithm}")
+    if "opaque" in best:
+        fields.append(f'opaque="{best["opaque"]}"')
+    return "Digest " + ", ".join(fields), best.get("stale", "").lower() == "true"

@@ -29,6 +29,7 @@ from typing import Any
 from core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from core.sip.addr import Peer
 from core.sip.dialog import Dialog, new_branch, next_hop
+from core.sip.digest import answer_challenge
 from core.sip.message import build_request, build_response, parse
 from core.sip.transaction import (
     AckReceived,
@@ -182,6 +183,12 @@ class InviteSession:
         self._ok_timer = None
         self._no_ack_timer = None
         self._ok_interval = 0.0
+        # UAC: digest credentials for a challenge to the INVITE, and the answers sent so far.
+        self.credentials: tuple[str, str] | None = None
+        self._auth_tries = 0
+        self._extra_headers: tuple = ()
+        # UAC whose INVITE had no offer: the answer its ACK carries (§13.2.1), set before the 2xx.
+        self.ack_body = b""
         # re-INVITEs in flight: ours (client transaction) and the peer's (server transaction).
         self._reinvite_out: ClientTransaction | None = None
         self._reinvite_in: ServerTransaction | None = None
@@ -368,7 +375,9 @@ class InviteSession:
         # §13.2.2.4: the ACK of a 2xx is built by the UA core, a new transaction of its own (new
         # branch), with the INVITE's CSeq number and the dialog's route set.
         layer = self.layer
-        ack = dialog.create_request("ACK", layer.via(), cseq=response.cseq)
+        body = self.ack_body if dialog is self.dialog else b""
+        headers = [("Content-Type", "application/sdp")] if body else []
+        ack = dialog.create_request("ACK", layer.via(), cseq=response.cseq, headers=headers, body=body)
         layer.transactions.send_stateless(ack, dialog.next_hop(layer.local.transport))
         if dialog is self.dialog:
             self._ack, self._ack_cseq = ack, response.cseq
@@ -397,6 +406,8 @@ class InviteSession:
                 self.state = EARLY
             layer._events.append(ProvisionalReceived(self, msg))
             return
+        if status in (401, 407) and self.state in (CALLING, EARLY) and self._answer_challenge(msg, now):
+            return
         if status >= 300:
             if self.state in (CALLING, EARLY):
                 self.final_status = status
@@ -404,6 +415,34 @@ class InviteSession:
                 layer._events.append(CallFailed(self, status, msg))
             return
         self._invite_2xx(msg, now)
+
+    def _answer_challenge(self, msg: Any, now: float) -> bool:
+        """§22.2: send the INVITE again with an Authorization (401) or Proxy-Authorization (407) that
+        answers the challenge: same Call-ID, From tag and body, CSeq one up, a new branch. Once per
+        INVITE, again only for a challenge marked stale (RFC 7616 §3.3); False when not answered."""
+        if self.credentials is None or self._cancel_requested or self._auth_tries >= 3:
+            return False
+        inv = self.invite
+        asked, answer = (("WWW-Authenticate", "Authorization") if msg.status == 401
+                         else ("Proxy-Authenticate", "Proxy-Authorization"))
+        result = answer_challenge(msg.header_values(asked), "INVITE", str(inv.uri), *self.credentials,
+                                  secrets.token_hex(8))
+        if result is None or (self._auth_tries and not result[1]):
+            return False  # nothing we can answer, or our answer was refused: the call fails
+        self._auth_tries += 1
+        layer = self.layer
+        lines = [("Via", layer.via()), ("Max-Forwards", "70"), ("From", inv.from_), ("To", inv.to),
+                 ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq + 1} INVITE"), ("Contact", layer.contact)]
+        if inv.body:
+            lines.append(("Content-Type", "application/sdp"))
+        lines.extend(self._extra_headers)
+        lines.append((answer, result[0]))
+        data = build_request("INVITE", str(inv.uri), lines, inv.body)
+        self.invite = parse(data)
+        self.invite_tx = layer.transactions.send_request(data, self.invite, self.peer, now)
+        layer._by_tx[self.invite_tx] = (self, "invite")
+        self._provisional_seen = False
+        return True
 
     def _invite_2xx(self, msg: Any, now: float) -> None:
         layer = self.layer
@@ -502,9 +541,10 @@ class SessionLayer:
 
     # -- UAC ------------------------------------------------------------------------------------
     def invite(self, target: str, from_uri: str, now: float, *, body: bytes = b"",
-               peer: Peer | None = None, headers=()) -> InviteSession:
+               peer: Peer | None = None, headers=(), credentials: tuple[str, str] | None = None) -> InviteSession:
         """Call ``target`` (a SIP URI) from ``from_uri`` (§8.1.1, §13.2.1); ``peer`` overrides the
-        next hop taken from the target."""
+        next hop taken from the target. ``credentials`` (username, password) answer a 401/407
+        challenge to the INVITE (§22.2): the INVITE is sent again with the answer, CSeq one up."""
         tag = new_tag()
         call_id = f"{secrets.token_hex(12)}@{self._sent_by}"
         lines = [("Via", self.via()), ("Max-Forwards", "70"), ("From", f"<{from_uri}>;tag={tag}"),
@@ -519,6 +559,8 @@ class SessionLayer:
             peer = next_hop(parse_uri(target), self.local.transport)
         tx = self.transactions.send_request(data, msg, peer, now)
         session = InviteSession(self, UAC, CALLING, msg, tx, peer)
+        session.credentials = credentials
+        session._extra_headers = tuple(headers)
         self._by_tx[tx] = (session, "invite")
         return session
 
