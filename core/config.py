@@ -260,12 +260,24 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CallsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """[calls]: how long a call may ring and last, in seconds."""
+    """[calls]: how long a call may ring and last, in seconds; whether answered calls are recorded."""
 
     # No answer within this: the caller gets 480 and the callee a CANCEL.
     ring_timeout: Seconds = 60.0
     # An answered call is hung up (BYE both ways) after this.
     max_duration: Seconds = 4 * 3600.0
+    # Record every answered call: a stereo WAV (left the caller, right the callee) named in its record.
+    record: bool = False
+    # Where recordings go, relative to node.data_dir (each in YYYY/MM/DD/ by UTC date).
+    recordings_dir: str = "recordings"
+
+
+def _rule_calls(config: Config, error: Report) -> None:
+    # The record names a recording by its path inside the data folder: the folder must stay inside it.
+    path = config.calls.recordings_dir
+    norm = path.replace("\\", "/")
+    if not norm.strip() or norm.startswith(("/", "~")) or ".." in norm.split("/") or any(ord(c) < 0x20 for c in path):
+        error("calls.recordings_dir", f'must be a folder inside node.data_dir (relative, no ".."), got "{path}"')
 
 
 class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -376,6 +388,11 @@ class QueueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     service_level: Seconds = 20.0
     short_abandon: NonNegative = 5.0
     music: str = "ringback"
+    # Every announce_every seconds (0: never) a waiting caller hears the prompts of announce in
+    # turn, then the music again; "{position}" (1: next to be served) and "{minutes}" (the expected
+    # wait, rounded up) in a prompt's name are replaced by the numbers.
+    announce_every: NonNegative = 0.0
+    announce: tuple[str, ...] = ()
     on_exit: str = HANGUP
     exit_key: str | None = None
     exit_target: str = HANGUP
@@ -984,6 +1001,10 @@ def _rule_queues(config: Config, error: Report) -> None:
             if not 1 <= level <= 8 or wait < 0:
                 error(f"{here}.level_waits.{level}", "expected a level 1-8 and a wait of 0 seconds or more")
         _check_prompt(queue.music, f"{here}.music", error)
+        for j, prompt in enumerate(queue.announce):
+            _check_prompt(prompt.replace("{position}", "1").replace("{minutes}", "1"), f"{here}.announce[{j}]", error)
+        if queue.announce_every and not queue.announce:
+            error(f"{here}.announce", "announce_every is set: name the prompts to announce")
         _check_target(config, queue.on_exit, f"{here}.on_exit", error)
         _check_target(config, queue.exit_target, f"{here}.exit_target", error)
         if queue.exit_key is not None and (len(queue.exit_key) != 1 or not _DTMF_DIGITS.match(queue.exit_key)):
@@ -1025,6 +1046,7 @@ _RULES: tuple[Callable[[Config, Report], None], ...] = (
     _rule_agents,
     _rule_queues,
     _rule_acd,
+    _rule_calls,
 )
 
 _TOML_POSITION = re.compile(r"^(?P<problem>.*?) \((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$")

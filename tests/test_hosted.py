@@ -483,3 +483,38 @@ def test_invite_without_sdp_into_an_ivr_is_answered_with_the_switchs_offer(net):
     bridges = net.switch.take(MediaBridge)
     assert bridges[0].leg_a_remote is None and bridges[-1].leg_a_remote == ("127.0.1.1", 40000)
     assert net.plays() == ["tone:440/1.0"]
+
+
+# -- announcements while queued ------------------------------------------------------------------------
+def test_waiting_callers_hear_their_position_at_intervals_then_the_music_again(tmp_path):
+    text = HOSTED.replace('music = "ringback"', 'music = "ringback"\nannounce_every = 30.0\n'
+                          'announce = ["beep", "tone:{position}00/0.5", "tone:{minutes}000/0.5"]')
+    net = HostedNet.__new__(HostedNet)
+    Net.__init__(net, tmp_path, text)
+    net.dave = UA(DAVE, "dave")
+    net.nodes[DAVE] = net.dave
+    try:
+        log_out_everyone(net)
+        first = net.dial("800")
+        vip = UA(Peer("udp", "127.0.1.1", 5070), "vip")
+        net.nodes[vip.addr] = vip
+        second = net.dial("800", caller=vip)  # a VIP: ahead of the first caller
+        net.plays()
+        net.run_until(net.now + 30.5)
+        plays = net.switch.take(MediaPlay)
+        by_call = {}
+        for p in plays:
+            by_call.setdefault(p.call_id, []).append(p.prompt)
+        # Each hears its own position: the VIP is first, the earlier caller second; wait: 1 minute.
+        assert by_call[second.call_id] == ["beep"] and by_call[first.call_id] == ["beep"]
+        for session, position in ((second, 1), (first, 2)):
+            for prompt in (f"tone:{position}00/0.5", "tone:1000/0.5"):
+                net.switch.calls.playback_done(session.call_id, "a", net.now)
+                net.flush()
+                assert [p.prompt for p in net.switch.take(MediaPlay)] == [prompt]
+            net.switch.calls.playback_done(session.call_id, "a", net.now)
+            net.flush()
+            (music,) = net.switch.take(MediaPlay)
+            assert (music.prompt, music.loop) == ("ringback", True)
+    finally:
+        net.close()

@@ -115,6 +115,7 @@ MAX_DURATION = "max duration"
 MENU = "menu"  # the IVR menu's digit deadline
 PROMPT_GUARD = "prompt guard"  # a prompt whose end the media engine never reported
 ACD_TIMER = "acd"
+ANNOUNCE = "announce"  # a queued caller's next announcement of position and expected wait
 # A prompt the engine never reports finished (no media plane) is taken as done after this.
 PROMPT_GUARD_SECONDS = 120.0
 
@@ -351,7 +352,7 @@ class Call:
                  "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
                  "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
                  "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt",
-                 "transfer", "detached", "transferred_to")
+                 "transfer", "detached", "transferred_to", "announce_timer")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -401,6 +402,7 @@ class Call:
         self.transfer: Transfer | None = None
         self.detached: list[Leg] = []  # legs that left the call (a transfer's referrer)
         self.transferred_to = ""
+        self.announce_timer = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -408,6 +410,8 @@ class Call:
     def on_timer(self, name: str, now: float) -> None:
         if name == MENU:
             self.menu_timer = None
+        elif name == ANNOUNCE:
+            self.announce_timer = None
         elif name == PROMPT_GUARD:
             self.guard = None
         else:
@@ -809,6 +813,11 @@ class B2BUA:
         if call.after_prompt is not None:
             target, call.after_prompt = call.after_prompt, None
             self._go(call, target, now)
+        elif call.queue is not None:
+            # An announcement ended: the music again until the next one.
+            queue = self.config.queue(call.queue)
+            self._play(call, [queue.music], now, loop=True)
+            call.announce_timer = self.wheel.schedule(now + queue.announce_every, (call, ANNOUNCE))
         elif call.menu is not None:
             self._menu_actions(call, call.menu.prompt_done(now), now)
 
@@ -1028,6 +1037,8 @@ class B2BUA:
         self.members[call.id] = call
         self._log(now, "join", queue=name, member=call.id, priority=call.priority)
         self._play(call, [queue.music], now, loop=True)
+        if queue.announce_every and queue.announce:
+            call.announce_timer = self.wheel.schedule(now + queue.announce_every, (call, ANNOUNCE))
         self.acd.handle_event(acd_model.MemberJoined(call.id, name, call.priority), now)
 
     def _leave_queue(self, call: Call, now: float, outcome: QueueOutcome, agent: str = "") -> None:
@@ -1039,6 +1050,24 @@ class B2BUA:
                                           agents_offered=tuple(call.offered_to), answered_by=agent))
         self.members.pop(call.id, None)
         call.queue = None
+        if call.announce_timer is not None:
+            self.wheel.cancel(call.announce_timer)
+            call.announce_timer = None
+
+    def _announce(self, call: Call, now: float) -> None:
+        """Tell a waiting caller its position and expected wait: the queue's announce prompts, with
+        the numbers put in their names. The expected wait is the queue's average speed of answer so
+        far (what Asterisk's announce-holdtime says), at least a minute."""
+        if call.offers:  # an agent's phone rings: the caller is about to be served
+            call.announce_timer = self.wheel.schedule(now + self.config.queue(call.queue).announce_every,
+                                                      (call, ANNOUNCE))
+            return
+        stats = self.acd.queue_stats(call.queue, now)
+        minutes = max(1, -(-int(stats.average_speed_of_answer) // 60))
+        position = self._position(call)
+        prompts = [p.replace("{position}", str(position)).replace("{minutes}", str(minutes))
+                   for p in self.config.queue(call.queue).announce]
+        self._play(call, prompts, now)
 
     def _position(self, call: Call) -> int:
         """The caller's place in its queue (1: next to be served): higher priority first, then earlier."""
@@ -1538,6 +1567,8 @@ class B2BUA:
                 self._menu_actions(call, call.menu.timer(now), now)
             elif name == PROMPT_GUARD:
                 self._prompt_ended(call, now)
+            elif name == ANNOUNCE and call.queue is not None:
+                self._announce(call, now)
             elif name == RING_TIMEOUT and call.b is not None and call.b.session is not None:
                 call.b.session.bye(now)  # CANCEL the leg that rings out; the caller hears busy
                 call.b_status = 480
@@ -1583,10 +1614,10 @@ class B2BUA:
             return
         call.state = ENDED
         self._cancel_timer(call)
-        for handle in (call.guard, call.menu_timer):
+        for handle in (call.guard, call.menu_timer, call.announce_timer):
             if handle is not None:
                 self.wheel.cancel(handle)
-        call.guard = call.menu_timer = None
+        call.guard = call.menu_timer = call.announce_timer = None
         if call.transfer is not None:
             t, call.transfer = call.transfer, None
             if t.kind == "blind" and t.target.session is not None and t.target.session.state != TERMINATED:
