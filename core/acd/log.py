@@ -29,7 +29,7 @@ import struct
 
 import msgspec
 
-__all__ = ["QueueLogEntry", "encode", "decode", "log_key", "recompute", "QueueCounters"]
+__all__ = ["QueueLogEntry", "encode", "decode", "log_key", "recompute", "QueueCounters", "agent_times"]
 
 
 class QueueLogEntry(msgspec.Struct, frozen=True, array_like=True, gc=False, kw_only=True):
@@ -101,3 +101,74 @@ def recompute(entries, queue: str, *, service_level: float, short_abandon: float
                 exited += 1
     return QueueCounters(offered, answered, abandoned, short, in_sl,
                          waited / answered if answered else 0.0, exited, refused)
+
+
+def agent_times(entries, interval: int, *, end: float) -> dict[tuple[str, int], tuple[float, float]]:
+    """Each agent's logged-in and available seconds per interval (``interval`` seconds, keys aligned to
+    multiples of it), from the log up to ``end``: the inputs of occupancy and utilisation
+    (``core.cdr.kpi.KpiBook.add_agent_time``, docs/kpis.md).
+
+    Logged in: status available or on break (an agent's status before its first entry is logged out).
+    Busy: each ``talk_end`` covers [its time − talk seconds, its time + wrap-up seconds]. Available:
+    status available and not busy (ringing counts as available: the agent was ready)."""
+    status: dict[str, tuple[str, float]] = {}
+    logged: dict[str, list[tuple[float, float]]] = {}
+    ready: dict[str, list[tuple[float, float]]] = {}
+    busy: dict[str, list[tuple[float, float]]] = {}
+
+    def close(agent: str, t: float) -> None:
+        if agent in status:
+            s, since = status[agent]
+            if t > since:
+                if s != "logged_out":
+                    logged.setdefault(agent, []).append((since, t))
+                if s == "available":
+                    ready.setdefault(agent, []).append((since, t))
+
+    for e in entries:
+        if e.at > end:
+            break
+        if e.kind == "status" and e.agent:
+            close(e.agent, e.at)
+            status[e.agent] = (e.reason, e.at)
+        elif e.kind == "talk_end" and e.agent:
+            wrap = float(e.detail) if e.detail else 0.0
+            busy.setdefault(e.agent, []).append((e.at - e.wait, min(end, e.at + wrap)))
+    for agent in list(status):
+        close(agent, end)
+    out: dict[tuple[str, int], tuple[float, float]] = {}
+    for agent in set(logged) | set(ready):
+        in_spans = _split(logged.get(agent, []), interval)
+        free = _subtract(ready.get(agent, []), sorted(busy.get(agent, [])))
+        free_spans = _split(free, interval)
+        for start in set(in_spans) | set(free_spans):
+            out[(agent, start)] = (in_spans.get(start, 0.0), free_spans.get(start, 0.0))
+    return out
+
+
+def _subtract(spans: list[tuple[float, float]], holes: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out = []
+    for a, b in spans:
+        cur = a
+        for h0, h1 in holes:
+            if h1 <= cur or h0 >= b:
+                continue
+            if h0 > cur:
+                out.append((cur, h0))
+            cur = max(cur, h1)
+        if cur < b:
+            out.append((cur, b))
+    return out
+
+
+def _split(spans: list[tuple[float, float]], interval: int) -> dict[int, float]:
+    """Seconds of ``spans`` in each interval (keys: interval starts)."""
+    out: dict[int, float] = {}
+    for a, b in spans:
+        t = a
+        while t < b:
+            start = int(t // interval) * interval
+            stop = min(b, start + interval)
+            out[start] = out.get(start, 0.0) + stop - t
+            t = stop
+    return out

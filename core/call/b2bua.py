@@ -1174,6 +1174,15 @@ class B2BUA:
         self.acd.handle_event(acd_model.AgentStatusChanged(agent, status, reason), now)
         self._log(now, "status", agent=agent, reason=status, detail=reason)
 
+    def _wrap_up(self, agent: str, call: Call) -> float:
+        """The wrap-up the ACD gives ``agent`` after ``call``: the agent's own, else the queue's."""
+        own = self.config.agent(agent).wrap_up
+        if own is not None:
+            return own
+        if call.agent == agent and call.segments:
+            return self.config.queue(call.segments[-1].queue).wrap_up
+        return 0.0
+
     def _feature_code(self, number: str) -> tuple[str, str] | None:
         """The agent status a dialled feature code asks for (RFC-less: the config's [acd] codes)."""
         codes = self.config.acd
@@ -1627,7 +1636,9 @@ class B2BUA:
             for agent in ([call.agent] if call.agent else []) + call.busy_agents:
                 talk = now - (call.segments[-1].left if call.agent == agent and call.segments else call.answered_at or now)
                 self.acd.handle_event(acd_model.CallEnded(agent), now)
-                self._log(now, "talk_end", agent=agent, member=call.id, wait=talk)
+                self._log(now, "talk_end", agent=agent, member=call.id, wait=talk,
+                          queue=call.segments[-1].queue if call.agent == agent and call.segments else "",
+                          detail=f"{self._wrap_up(agent, call):g}")
         for name in call.trunks:
             self._trunk_calls[name] -= 1
             if self._trunk_calls[name] <= 0:
