@@ -299,7 +299,8 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # --- IVR menus, agents, queues -------------------------------------------------------------------
 
 # Where an IVR choice or a queue exit sends a call: a registered user, a trunk (optionally with the
-# number to send, "trunk:NAME/NUMBER"), a queue, another menu, or the end of the call.
+# number to send, "trunk:NAME/NUMBER"), a queue, another menu, a message then the end of the call
+# ("prompt:PROMPT"), or the end of the call.
 CALL_TARGETS = ("user", "trunk", "queue", "ivr")
 HANGUP = "hangup"
 # Built-in prompts (core/media/prompts.py); anything else is "tone:F1[+F2][/SECONDS]" or a WAV file.
@@ -905,9 +906,12 @@ def parse_prompt(text: str) -> tuple[str, Any]:
 
 
 def parse_target(text: str) -> tuple[str, str, str]:
-    """A call target: (kind, name, number) — ("hangup", "", "") or ("trunk", "carrier", "+4420...")."""
+    """A call target: (kind, name, number) — ("hangup", "", ""), ("trunk", "carrier", "+4420...") or
+    ("prompt", "busy", ""): play the prompt, then hang up."""
     if text == HANGUP:
         return HANGUP, "", ""
+    if text.startswith("prompt:"):
+        return "prompt", text[len("prompt:"):], ""
     kind, sep, rest = text.partition(":")
     name, _, number = rest.partition("/")
     if not sep or kind not in CALL_TARGETS or not name:
@@ -920,7 +924,10 @@ def _check_target(config: Config, text: str, path: str, error: Report) -> None:
         kind, name, number = parse_target(text)
     except ValueError:
         choices = ", ".join(f'"{k}:NAME"' for k in CALL_TARGETS)
-        error(path, f'expected "hangup", {choices} or "trunk:NAME/NUMBER", got {_describe(text)}')
+        error(path, f'expected "hangup", {choices}, "trunk:NAME/NUMBER" or "prompt:PROMPT", got {_describe(text)}')
+        return
+    if kind == "prompt":
+        _check_prompt(name, path, error)
         return
     lookup = {"user": config.user, "trunk": config.trunk, "queue": config.queue, "ivr": config.menu}
     section = {"user": "users", "trunk": "trunks", "queue": "queues", "ivr": "ivr"}

@@ -518,3 +518,57 @@ def test_waiting_callers_hear_their_position_at_intervals_then_the_music_again(t
             assert (music.prompt, music.loop) == ("ringback", True)
     finally:
         net.close()
+
+
+# -- outbound calls the switch places ------------------------------------------------------------------
+def test_an_outbound_call_answered_by_the_contact_reaches_an_agent_through_the_queue(net):
+    register(net, net.carol, "1001", "secret1001")
+    register(net, net.dave, "1002", "secret1002")
+    call_id = net.switch.calls.originate("+4930555", net.now, trunk="carrier", target="queue:sales",
+                                         caller_id="+4930999", campaign_id="spring", contact_id="c42")
+    net.flush()
+    contact = net.incoming(net.bob)
+    (invite,) = [parse(d) for label, d in net.seen("bob") if label == "INVITE"]
+    assert invite.uri == "sip:+4930555@127.0.2.2:5062" and invite.from_.startswith("<sip:+4930999@")
+    assert b"c=IN IP4 127.0.0.5" in invite.body
+    contact.ring(net.now + 1)
+    net.flush(net.now + 1)
+    contact.answer(net.now + 6, ANSWER)
+    net.flush(net.now + 6)
+    agent = net.incoming(net.carol)  # the queue's first agent
+    agent.answer(net.now + 1, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush(net.now + 1)
+    bridge = [b for b in net.switch.take(MediaBridge) if b.leg_b_remote is not None][-1]
+    assert bridge.leg_a_remote == ("127.0.2.2", 50000) and bridge.leg_b_remote == ("127.0.3.3", 50000)
+    contact.bye(net.now + 30)
+    net.flush(net.now + 30)
+    (s,) = net.switch.take(CallSummary)
+    assert (s.call_id, s.direction, s.campaign_id, s.contact_id, s.agent) == (call_id, "outbound", "spring", "c42", "carol")
+    assert (s.ringing_at, s.answered_at, s.trunk, s.callee) == (1.0, 7.0, "carrier", "+4930555")
+
+
+@pytest.mark.parametrize("status, disposition", [(486, "busy"), (480, "no answer"), (404, "rejected"), (503, "failed")])
+def test_an_outbound_call_that_fails_is_summed_up_with_its_result(net, status, disposition):
+    net.switch.calls.originate("+4930555", net.now, trunk="carrier", target="queue:sales")
+    net.flush()
+    net.incoming(net.bob).reject(net.now, status)
+    net.flush()
+    (s,) = net.switch.take(CallSummary)
+    assert (s.disposition, s.leg_b_status or s.status, s.direction) == (disposition, status, "outbound")
+
+
+def test_an_outbound_call_not_answered_in_its_ring_time_is_cancelled(net):
+    net.switch.calls.originate("+4930555", net.now, trunk="carrier", target="hangup", ring_timeout=20.0)
+    net.flush()
+    contact = net.incoming(net.bob)
+    contact.ring(net.now)
+    net.flush()
+    net.run_until(20.5)
+    assert contact.state == TERMINATED and "CANCEL →" in net.trace("switch", "bob")
+    (s,) = net.switch.take(CallSummary)
+    assert s.disposition == "no answer" and s.ended_at == pytest.approx(20.0)
+
+
+def test_outbound_calls_over_the_trunk_channels_are_refused(net):
+    ids = [net.switch.calls.originate(f"+49305550{i}", net.now, trunk="carrier", target="hangup") for i in range(3)]
+    assert ids[2] is None and all(ids[:2])  # the trunk has 2 channels

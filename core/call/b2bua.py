@@ -196,6 +196,9 @@ class CallSummary:
     hosted: bool = False  # the switch answered the caller itself (IVR, queue, feature code)
     agent: str = ""  # the agent the call was bridged to, "" when none
     transferred_to: str = ""  # where a transfer (REFER) sent the call, "" when none
+    direction: str = "inbound"  # "outbound" for a call the switch placed
+    campaign_id: str = ""
+    contact_id: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -332,6 +335,16 @@ class Leg:
 
 
 @dataclass(slots=True)
+class Outbound:
+    """A call the switch placed: where it goes once answered, the offer it made, the campaign."""
+
+    target: str
+    offer: SessionDescription
+    campaign_id: str = ""
+    contact_id: str = ""
+
+
+@dataclass(slots=True)
 class Transfer:
     """A transfer under way: ``referrer`` asked for it; ``target`` is the leg taking its place (a new
     INVITE for a blind transfer, another call's far party re-INVITEd for an attended one)."""
@@ -352,7 +365,7 @@ class Call:
                  "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
                  "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
                  "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt",
-                 "transfer", "detached", "transferred_to", "announce_timer")
+                 "transfer", "detached", "transferred_to", "announce_timer", "outbound")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -403,6 +416,7 @@ class Call:
         self.detached: list[Leg] = []  # legs that left the call (a transfer's referrer)
         self.transferred_to = ""
         self.announce_timer = None
+        self.outbound: Outbound | None = None  # set for a call the switch placed
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -511,6 +525,9 @@ class B2BUA:
         for call in list(self.calls.values()):
             if call.hosted:
                 self._end_hosted(call, now, SWITCH)
+            elif call.outbound is not None and call.state == CALLING:
+                call.a.session.bye(now)  # CANCEL the call still ringing
+                self._finish(call, now, FAILED, 503, SWITCH)
             elif call.state in (ROUTING, CALLING, EARLY):
                 self._fail_a(call, now, 503, "Shutting Down", FAILED, SWITCH,
                              headers=[("Retry-After", RETRY_AFTER)])
@@ -544,6 +561,9 @@ class B2BUA:
                 self._reply(event.tx, event.msg, 481, now)
             return
         is_a = call.a is not None and session is call.a.session
+        if call.outbound is not None and is_a and call.state == CALLING:
+            self._outbound_event(call, event, now)
+            return
         if call.hosted:
             self._hosted_event(call, session, is_a, event, now)
             return
@@ -714,6 +734,106 @@ class B2BUA:
             pass
         self._summary(call, now, disposition, status, SWITCH)
 
+    # -- outbound calls the switch places (campaigns, click-to-call) ------------------------------
+    def originate(self, number: str, now: float, *, trunk: str, target: str, caller_id: str = "",
+                  ring_timeout: float | None = None, campaign_id: str = "", contact_id: str = "") -> str | None:
+        """Call ``number`` through ``trunk``; once answered the switch hosts the call and sends it to
+        ``target`` (a campaign's queue: the ACD connects an agent; "prompt:…" a message). Returns the
+        call's id (leg A's Call-ID), or None when a channel limit or the ports refuse it (counted as
+        refused). The call ends with a ``CallSummary`` like any other (direction "outbound")."""
+        config = self.config.trunk(trunk)
+        if self.draining or len(self.calls) >= self.config.limits.max_calls or (
+                config.channels is not None and self._trunk_calls[trunk] >= config.channels):
+            self.stats["refused"] += 1
+            return None
+        port_a, port_b = self.ports.allocate(), self.ports.allocate()
+        if port_a is None or port_b is None:
+            self.ports.release(port_a)
+            self.ports.release(port_b)
+            self.stats["refused"] += 1
+            return None
+        codecs = [c for c in (config.codecs or self.config.media.codecs)
+                  if c.lower() in ("pcmu", "pcma", "telephone-event")] or ["PCMU", "telephone-event"]
+        a = Leg(None, port_a)
+        offer = a.origin.anchor(own_offer(codecs, self.address), address=self.address, port=port_a)
+        a.last_sdp = offer.serialize()
+        host, port = parse_host_port(config.address)
+        h = f"[{host}]" if ":" in host else host
+        uri = f"sip:{number}@{h}:{port}"
+        local = self.sessions.local.host
+        local = f"[{local}]" if ":" in local else local
+        from_uri = f"sip:{caller_id}@{local}" if caller_id else f"sip:switch@{local}"
+        try:
+            a.session = self.sessions.invite(uri, from_uri, now, body=a.last_sdp, peer=Peer("udp", host, port),
+                                             credentials=_credentials(config))
+        except (ProtocolError, ValueError):
+            self.ports.release(port_a)
+            self.ports.release(port_b)
+            return None
+        call = Call(self, a.session, now)
+        self.stats["offered"] += 1
+        call.a, call.b = a, Leg(None, port_b)
+        a.uri = call.b_uri = uri
+        call.outbound = Outbound(target, offer, campaign_id, contact_id)
+        call.caller, call.callee = caller_id, number
+        call.source = trunk
+        call.supported = {c.lower() for c in codecs}
+        call.trunks = [trunk]
+        self._trunk_calls[trunk] += 1
+        call.state = CALLING
+        self.calls[call.id] = call
+        self._by_session[a.session] = call
+        call.timer = self.wheel.schedule(now + (ring_timeout or self.config.calls.ring_timeout), (call, RING_TIMEOUT))
+        return call.id
+
+    def _outbound_event(self, call: Call, event: Any, now: float) -> None:
+        """Leg A of a call the switch placed, before its answer."""
+        if isinstance(event, ProvisionalReceived):
+            if call.ringing_at is None:
+                call.ringing_at = now
+        elif isinstance(event, CallAnswered):
+            self._cancel_timer(call)
+            out = call.outbound
+            try:
+                answer = parse_sdp(event.msg.body or b"")
+                agreed = intersect(out.offer, answer)
+                if not agreed:
+                    raise OfferAnswerError("no codec of the offer in the answer")
+                call.a.remote = answer.rtp_address()
+            except ProtocolError:
+                call.a.session.bye(now)
+                call.b_status = 488
+                self._finish(call, now, REJECTED, 488, SWITCH)
+                return
+            for codec in agreed:
+                name = codec.name.lower()
+                if name == "telephone-event" and call.dtmf_pt is None:
+                    call.dtmf_pt = codec.pt
+                elif name not in AUXILIARY_FORMATS and not call.codec:
+                    call.codec = codec.name.upper()
+            # What the switch offers the agent: the codec the contact chose, and telephone-event.
+            call.hosted_sd = _restrict(out.offer, {call.codec.lower(), "telephone-event"})
+            call.b_status = event.msg.status
+            call.hosted, call.state = True, HOSTED
+            call.answered_at = now
+            self.stats["answered"] += 1
+            call.bridged = (call.a.port, call.a.remote, call.b.port, None)
+            self._events.append(MediaBridge(call.id, call.a.port, call.a.remote, call.b.port, None,
+                                            call.codec, call.dtmf_pt))
+            self._events.append(CallConnected(call.id, self._make_summary(call, now, ANSWERED_D, 200, None)))
+            call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
+            self._go(call, out.target, now)
+        elif isinstance(event, CallFailed):
+            self._cancel_timer(call)
+            call.b_status = event.status
+            mapped, _ = map_failure(event.status)
+            disposition = _disposition(mapped) if event.status not in (404, 484, 604) else REJECTED
+            if event.status in (486, 600):
+                disposition = BUSY
+            elif event.status in (408, 480, 487):
+                disposition = NO_ANSWER
+            self._finish(call, now, disposition, event.status, CALLEE if event.status < 500 else None)
+
     # -- calls the switch answers itself: IVR menus, queues, feature codes ------------------------
     def _host(self, call: Call, msg: Any, now: float, target: str, prompt: str | None = None) -> None:
         """Answer leg A from the switch — an RFC 3264 answer with one G.711 codec of A's offer (the
@@ -779,6 +899,9 @@ class B2BUA:
         kind, name, number = parse_target(target)
         if kind == HANGUP:
             self._end_hosted(call, now, SWITCH)
+        elif kind == "prompt":
+            call.after_prompt = HANGUP
+            self._play(call, [name], now)
         elif kind == "ivr":
             call.menu = MenuRun(self.config.menu(name))
             self._menu_actions(call, call.menu.start(now), now)
@@ -1587,6 +1710,12 @@ class B2BUA:
                 self._end_hosted(call, now, SWITCH)
             self.process(now)
             return
+        if name == RING_TIMEOUT and call.outbound is not None and call.state == CALLING:
+            call.a.session.bye(now)  # CANCEL (RFC 3261 §9.1)
+            call.b_status = 487
+            self._finish(call, now, NO_ANSWER, 487, SWITCH)
+            self.process(now)
+            return
         if name == RING_TIMEOUT and call.state in (CALLING, EARLY):
             self._fail_a(call, now, 480, "No Answer", NO_ANSWER, SWITCH)
         elif name == MAX_DURATION:
@@ -1678,6 +1807,9 @@ class B2BUA:
             leg_b_status=call.b_status, segments=tuple(call.segments), dtmf=call.dtmf,
             hosted=call.hosted or bool(call.segments) or call.hosted_sd is not None, agent=call.agent,
             transferred_to=call.transferred_to,
+            direction="outbound" if call.outbound is not None else "inbound",
+            campaign_id=call.outbound.campaign_id if call.outbound is not None else "",
+            contact_id=call.outbound.contact_id if call.outbound is not None else "",
         )
 
     def _reply(self, tx, msg, status: int, now: float) -> None:
