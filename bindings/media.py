@@ -16,23 +16,38 @@ mutex. Its events (``DtmfDigit``, ``MediaTimeout``, ``Latched``, ``SsrcChanged``
 asyncio loop when ``event_fd`` turns readable: digits are collected per call for the record (its
 ``dtmf`` field) and logged, timeouts are logged. ``stop()`` stops the loop, joins the thread and
 closes every socket.
+
+Recording (``[calls] record = true``): when a call's relay is added, the engine starts recording it
+(``Engine.record_start``: a stereo WAV, left what the caller sends, right what the callee sends,
+through a jitter buffer per leg) to ``<data_dir>/<recordings_dir>/YYYY/MM/DD/<call id>.wav`` (the UTC
+date of that moment; the Call-ID made safe for a file name). Early media is in it, since the relay
+starts there. ``recording_of`` gives the path while the call is up (it goes into the active-call
+journal, so a call cut off by a crash still names its file); at release the recording is stopped and
+closed, and ``take_recording`` hands its path — relative to the data folder, as the record keeps it —
+to the call's record, or deletes the file of a call that was never answered (only answered calls are
+recorded). The engine rewrites the WAV header after every append (every 100 ms), so a node killed
+mid-call leaves a readable WAV holding the audio up to then (``core.media.recording``).
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
+import os
+import re
 import threading
+import time
 from typing import Any
 
 from core._rtp import Engine
 from core.call.b2bua import MediaBridge
-from core.config import MediaConfig
+from core.config import CallsConfig, MediaConfig
 from core.media.prompts import PlaybackDone, Prompt, from_spec
 from core.media.quality import LegFigures
 from core.media.rtp import DtmfDigit, Latched, MediaTimeout, SsrcChanged
 
-__all__ = ["MediaPlane"]
+__all__ = ["MediaPlane", "recording_name"]
 
 log = logging.getLogger("switchcore.media")
 
@@ -43,6 +58,21 @@ MEDIA_TIMEOUT_MS = 60_000
 SERVE_TIMEOUT_MS = 100
 # Kernel buffers of each RTP socket.
 SOCKET_BUFFER = 256 * 1024
+
+
+# Characters kept as they are in a recording's file name; any other becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
+NAME_MAX = 120  # well under the 255 bytes of a file name
+
+
+def recording_name(call_id: str) -> str:
+    """A file name (without ".wav") for the call's recording: the Call-ID when it is made of plain
+    characters (RFC 3261 §25.1 allows "/", ":", "<" ... in it), else the Call-ID with those replaced
+    and a short hash of the original appended, so that two Call-IDs never share a name."""
+    safe = _UNSAFE.sub("_", call_id)[:NAME_MAX]
+    if safe != call_id or not safe or safe[0] == ".":
+        safe = f"{safe.lstrip('.') or 'call'}-{hashlib.sha256(call_id.encode()).hexdigest()[:12]}"
+    return safe
 
 
 def _peer(remote: tuple[str, int] | None) -> tuple[str, int] | None:
@@ -67,8 +97,17 @@ class MediaPlane:
     """The relay engine of one node; see the module doc."""
 
     def __init__(self, config: MediaConfig, *, timeout_ms: int = MEDIA_TIMEOUT_MS,
-                 socket_buffer: int = SOCKET_BUFFER):
+                 socket_buffer: int = SOCKET_BUFFER, calls: CallsConfig | None = None,
+                 data_dir: str | os.PathLike[str] = "."):
         self.config = config
+        # Recordings: on when [calls] record is; the folder they go to, and the data folder their
+        # paths in the records are relative to.
+        self.data_dir = os.fspath(data_dir)
+        self.recordings_dir = calls.recordings_dir if calls is not None and calls.record else None
+        self._recording: dict[str, str] = {}  # call id -> path relative to data_dir, being recorded
+        self._recorded: dict[str, str] = {}  # released, not yet taken
+        self.recordings_started = 0
+        self.recording_errors = 0
         self.timeout_ms = timeout_ms
         self.engine = Engine(config.rtp_port_min, config.rtp_port_max, config.address,
                              socket_buffer=socket_buffer)
@@ -138,6 +177,8 @@ class MediaPlane:
                     options["dtmf_pt"] = event.dtmf_pt
                 self.engine.add_relay(call_id, event.leg_a_port, event.leg_b_port, options)
                 self.relays_added += 1
+                if self.recordings_dir is not None:
+                    self._record(call_id)
         except (OSError, ValueError, RuntimeError) as exc:
             # A port held by another process, a range used up: the call goes on without media, and
             # the operator sees why.
@@ -147,10 +188,45 @@ class MediaPlane:
             return
         self._bridged[call_id] = event
 
+    def _record(self, call_id: str) -> None:
+        """Start recording the relay just added; a folder or file that cannot be made is logged and
+        the call goes on unrecorded."""
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        folder = os.path.join(self.recordings_dir, *day.split("/"))
+        name = recording_name(call_id)
+        relative = os.path.join(folder, name + ".wav")
+        try:
+            os.makedirs(os.path.join(self.data_dir, folder), exist_ok=True)
+            # The same Call-ID again the same day (a retried campaign attempt): a file of its own.
+            for n in range(2, 1002):
+                if not os.path.exists(os.path.join(self.data_dir, relative)):
+                    break
+                relative = os.path.join(folder, f"{name}~{n}.wav")
+            else:
+                raise FileExistsError(f"{relative}: a thousand recordings of this call already")
+            self.engine.record_start(call_id, os.path.join(self.data_dir, relative))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            self.recording_errors += 1
+            log.error("call %s not recorded: %s", call_id, exc)
+            return
+        self.recordings_started += 1
+        self._recording[call_id] = relative
+
     def release(self, call_id: str) -> dict[str, LegFigures] | None:
         """Stop relaying the call; its final figures ``{"a": ..., "b": ...}`` (None if never relayed)."""
         if self._bridged.pop(call_id, None) is None:
             return None
+        relative = self._recording.pop(call_id, None)
+        if relative is not None:
+            # Stopped before the relay goes: the buffers play out what they hold and the file closes.
+            try:
+                summary = self.engine.record_stop(call_id)
+            except (KeyError, ValueError, RuntimeError, OSError) as exc:
+                summary = {"error": repr(exc), "seconds": 0.0}
+            if summary.get("error"):
+                log.error("call %s: recording %s cut short: %s", call_id, relative, summary["error"])
+            log.info("call %s: recorded %.1f s to %s", call_id, summary.get("seconds", 0.0), relative)
+            self._recorded[call_id] = relative
         try:
             figures = self.engine.remove_relay(call_id)
         except (KeyError, ValueError, RuntimeError) as exc:
@@ -164,6 +240,24 @@ class MediaPlane:
         """The released call's figures and the DTMF digits its legs carried (forgotten here)."""
         digits = self._digits.pop(call_id, None)
         return self._figures.pop(call_id, None), "".join(digits) if digits else ""
+
+    def recording_of(self, call_id: str) -> str:
+        """The path (relative to the data folder) the call is being recorded to; "" when it is not."""
+        return self._recording.get(call_id, "")
+
+    def take_recording(self, call_id: str, answered: bool = True) -> str:
+        """The released call's recording, relative to the data folder ("" when none; forgotten here).
+        The file of a call never answered is deleted: only answered calls are recorded."""
+        relative = self._recorded.pop(call_id, None)
+        if not relative:
+            return ""
+        if answered:
+            return relative
+        try:
+            os.unlink(os.path.join(self.data_dir, relative))
+        except OSError as exc:
+            log.warning("call %s: recording %s of an unanswered call not deleted: %s", call_id, relative, exc)
+        return ""
 
     def active(self) -> int:
         return len(self._bridged)

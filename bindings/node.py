@@ -144,7 +144,7 @@ class Node:
                 own = cfg.media.address if bound[0] in ("0.0.0.0", "::") else bound[0]
                 local = Peer("udp", own, bound[1])
         try:
-            self.media = MediaPlane(cfg.media)
+            self.media = MediaPlane(cfg.media, calls=cfg.calls, data_dir=cfg.node.data_dir)
         except (ValueError, OSError) as exc:
             # An IPv6 media address, say: calls still connect, their RTP is not anchored here.
             log.error("media engine not started on %s: %s; calls will carry no relayed media",
@@ -289,12 +289,13 @@ class Node:
                         self.queue_log.append(event)
                 elif isinstance(event, CallConnected):
                     if records is not None:
-                        durable.append(records.connected(event))
+                        durable.append(records.connected(event, media.recording_of(event.call_id) if media is not None else ""))
                 elif isinstance(event, CallSummary):
                     call_log.info("call %s", event)
                     figures, dtmf = media.take_figures(event.call_id) if media is not None else (None, "")
+                    recording = media.take_recording(event.call_id, event.answered_at is not None) if media is not None else ""
                     if records is not None:
-                        durable.append(records.ended(event, figures, event.dtmf or dtmf))
+                        durable.append(records.ended(event, figures, event.dtmf or dtmf, recording))
 
     async def _send_when_committed(self, durable: list[asyncio.Task], datagrams) -> None:
         # A failed commit is logged by the records; the call itself goes on.

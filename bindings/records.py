@@ -13,7 +13,9 @@ journal entry in the same transaction. Long calls have their journal entry re-wr
 B2BUA's dispositions onto ``core.cdr.record.Disposition`` (a caller's CANCEL is "abandoned", a refusal
 over a limit "refused-no-channel", a 404 or no route "invalid-number", 403/603 "declined"), who hung
 up, and two legs: leg A (the caller's dialog, keyed by the call's Call-ID) and leg B (the dialog the
-switch opened, keyed by its own Call-ID), each with the RTP figures of what arrived on it.
+switch opened, keyed by its own Call-ID), each with the RTP figures of what arrived on it, and the
+call's recording (a WAV's path relative to the data folder, ``bindings/media.py``) when it was recorded:
+named in the journal entry already, so that a call cut off by a crash still points at its file.
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ def _leg(leg_id: str, peer: str, summary: CallSummary, disposition: Disposition,
 
 
 def record_of(summary: CallSummary, *, node: str = "", figures: dict[str, LegFigures] | None = None,
-              dtmf: str = "", live: bool = False) -> CallRecord:
+              dtmf: str = "", live: bool = False, recording: str = "") -> CallRecord:
     """The call record of a finished call; with ``live`` (a ``CallConnected``'s summary) the record so
     far, its legs not yet ended (the recovery ends them at the journal entry's time)."""
     disposition = _DISPOSITIONS.get(summary.disposition)
@@ -105,6 +107,7 @@ def record_of(summary: CallSummary, *, node: str = "", figures: dict[str, LegFig
         hangup_by=_HANGUP.get(summary.hangup_by or "", HangupBy.SYSTEM),
         legs=tuple(legs),
         dtmf=dtmf,
+        recording=recording,
         post_dial_delay=(summary.ringing_at - summary.offered_at) if summary.ringing_at is not None else None,
     )
 
@@ -127,19 +130,21 @@ class CallRecords:
         if self.refresh > 0:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
 
-    def connected(self, event: CallConnected) -> asyncio.Task:
-        """The call was answered: journal its record so far. The task ends when the entry is
-        committed; the node holds the answer to the caller until then."""
-        record = record_of(event.summary, node=self.node, live=True)
+    def connected(self, event: CallConnected, recording: str = "") -> asyncio.Task:
+        """The call was answered: journal its record so far (naming the recording being made, if
+        any). The task ends when the entry is committed; the node holds the answer to the caller
+        until then."""
+        record = record_of(event.summary, node=self.node, live=True, recording=recording)
         self._live[event.call_id] = record
         return self._spawn(self.writer.answered(record, event.summary.answered_at), event.call_id, "journal")
 
     def ended(self, summary: CallSummary, figures: dict[str, LegFigures] | None = None,
-              dtmf: str = "") -> asyncio.Task:
-        """The call is over: write its record. The task ends when the record is committed; the
-        node holds the final answers of the call (the 200 to a BYE) until then."""
+              dtmf: str = "", recording: str = "") -> asyncio.Task:
+        """The call is over: write its record (with its recording's path, "" when none). The task
+        ends when the record is committed; the node holds the final answers of the call (the 200 to
+        a BYE) until then."""
         self._live.pop(summary.call_id, None)
-        record = record_of(summary, node=self.node, figures=figures, dtmf=dtmf)
+        record = record_of(summary, node=self.node, figures=figures, dtmf=dtmf, recording=recording)
         return self._spawn(self._record(record), summary.call_id, "record")
 
     async def _record(self, record: CallRecord) -> None:
