@@ -23,6 +23,8 @@ import asyncio
 import logging
 import time
 
+import msgspec
+
 from bindings.cdr import CdrWriter, CommitError
 from core.call.b2bua import CallConnected, CallSummary
 from core.cdr.record import CallRecord, Direction, Disposition, HangupBy, Leg
@@ -87,12 +89,21 @@ def record_of(summary: CallSummary, *, node: str = "", figures: dict[str, LegFig
     figures = figures or {}
     legs = [_leg(summary.call_id, summary.caller_uri or summary.caller, summary, disposition, summary.status,
                  figures.get("a"), live)]
+    segments = tuple(summary.segments)
+    if segments and segments[-1].answered_by and not live:
+        # The agent's leg ended with the call: its talk time runs from the answer to here.
+        segments = segments[:-1] + (msgspec.structs.replace(segments[-1], agent_ended=summary.ended_at),)
     if summary.leg_b_call_id is not None:
         status_b = summary.leg_b_status
-        legs.append(_leg(summary.leg_b_call_id, summary.leg_b_uri or summary.target or "", summary,
-                         status_disposition(status_b) if status_b else Disposition.FAILED, status_b,
-                         figures.get("b"), live))
-    outbound = summary.source == "users" and (summary.target or "").startswith("trunk:")
+        leg_b = _leg(summary.leg_b_call_id, summary.leg_b_uri or summary.target or "", summary,
+                     status_disposition(status_b) if status_b else Disposition.FAILED, status_b,
+                     figures.get("b"), live)
+        if segments and segments[-1].answered_by and leg_b.answered is not None:
+            # A queued call: the agent answered when the caller left the queue, not when the switch did.
+            leg_b = msgspec.structs.replace(leg_b, answered=segments[-1].left, peer=segments[-1].answered_by)
+        legs.append(leg_b)
+    outbound = summary.direction == "outbound" or (
+        summary.source == "users" and (summary.target or "").startswith("trunk:"))
     return CallRecord(
         call_id=summary.call_id,
         direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
@@ -106,8 +117,11 @@ def record_of(summary: CallSummary, *, node: str = "", figures: dict[str, LegFig
         answered=summary.answered_at,
         hangup_by=_HANGUP.get(summary.hangup_by or "", HangupBy.SYSTEM),
         legs=tuple(legs),
+        queue_segments=segments,
         dtmf=dtmf,
         recording=recording,
+        campaign_id=summary.campaign_id,
+        contact_id=summary.contact_id,
         post_dial_delay=(summary.ringing_at - summary.offered_at) if summary.ringing_at is not None else None,
     )
 

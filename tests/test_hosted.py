@@ -572,3 +572,39 @@ def test_an_outbound_call_not_answered_in_its_ring_time_is_cancelled(net):
 def test_outbound_calls_over_the_trunk_channels_are_refused(net):
     ids = [net.switch.calls.originate(f"+49305550{i}", net.now, trunk="carrier", target="hangup") for i in range(3)]
     assert ids[2] is None and all(ids[:2])  # the trunk has 2 channels
+
+
+# -- what the records make of it -----------------------------------------------------------------------
+def test_a_queued_calls_record_has_its_segment_agent_and_talk_time(net):
+    from bindings.records import record_of
+    from core.cdr.record import Direction, Disposition
+
+    caller = queued(net)
+    agent = net.incoming(net.carol)
+    agent.answer(net.now + 12, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush(net.now + 12)
+    caller.bye(net.now + 100)
+    net.flush(net.now + 100)
+    (s,) = net.switch.take(CallSummary)
+    rec = record_of(s, node="n")
+    assert rec.agent == "carol" and rec.direction == Direction.INBOUND
+    (seg,) = rec.queue_segments
+    assert (seg.left - seg.joined, seg.agent_ended - seg.left) == (12.0, 100.0)
+    caller_leg, agent_leg = rec.legs
+    assert (caller_leg.answered, agent_leg.answered, agent_leg.peer) == (0.0, 12.0, "carol")
+    assert rec.disposition == Disposition.ANSWERED
+
+
+def test_an_outbound_calls_record_carries_its_campaign_and_contact(net):
+    from bindings.records import record_of
+    from core.cdr.record import Direction, Disposition
+
+    net.switch.calls.originate("+4930555", net.now, trunk="carrier", target="hangup", campaign_id="spring",
+                               contact_id="c7")
+    net.flush()
+    net.incoming(net.bob).reject(net.now, 486)
+    net.flush()
+    (s,) = net.switch.take(CallSummary)
+    rec = record_of(s)
+    assert (rec.direction, rec.campaign_id, rec.contact_id, rec.disposition) == (
+        Direction.OUTBOUND, "spring", "c7", Disposition.BUSY)
