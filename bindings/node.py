@@ -28,6 +28,7 @@ import socket
 import sys
 import time
 
+import msgspec
 import uvloop
 
 from bindings.acdlog import QueueLog
@@ -51,6 +52,9 @@ from core.sip.transaction import TimerConfig
 log = logging.getLogger("switchcore.node")
 call_log = logging.getLogger("switchcore.calls")
 
+# The live KPIs file in the data folder, and how often it is rewritten.
+LIVE_KPI_FILE = "live-kpis.json"
+LIVE_KPI_SECONDS = 5.0
 # How long a stopping node waits for transactions still waiting on a final response.
 DRAIN_SECONDS = 2.0
 # Socket buffers of a SIP UDP socket: a burst of a few thousand datagrams must wait in the kernel
@@ -89,6 +93,7 @@ class Node:
         self.cdr: CdrWriter | None = None
         self.records: CallRecords | None = None
         self.queue_log: QueueLog | None = None
+        self._kpi_task: asyncio.Task | None = None
         self.media: MediaPlane | None = None
         self.endpoint: Endpoint | None = None
         self.udp: dict[int, UdpTransport] = {}  # by address family
@@ -111,6 +116,7 @@ class Node:
                         rec.call_id, rec.answered, rec.ended)
         self.records = CallRecords(self.cdr, cfg.node.name)
         self.records.start()
+        self._kpi_task = asyncio.get_running_loop().create_task(self._write_live_kpis())
         self.queue_log = QueueLog(self.cdr)
         registrar = Registrar(cfg, self.storage.bindings(), secrets.token_bytes(32))
         t = cfg.sip.timers
@@ -187,8 +193,12 @@ class Node:
         if self.media is not None:
             self.media.stop()
             self.media = None
+        if self._kpi_task is not None:
+            self._kpi_task.cancel()
+            self._kpi_task = None
         if self.records is not None:
             await self.records.stop()
+            self.dump_live_kpis()
             self.records = None
         if self.cdr is not None:
             self.cdr.stop()
@@ -197,6 +207,23 @@ class Node:
             self.storage.close()
             self.storage = None
         log.info("node %s stopped", self.config.node.name)
+
+    async def _write_live_kpis(self) -> None:
+        """Every few seconds, the live KPIs to DATA_DIR/live-kpis.json (written whole, then renamed)."""
+        while True:
+            await asyncio.sleep(LIVE_KPI_SECONDS)
+            self.dump_live_kpis()
+
+    def dump_live_kpis(self) -> None:
+        if self.records is None:
+            return
+        path = os.path.join(self.config.node.data_dir, LIVE_KPI_FILE)
+        try:
+            with open(path + ".tmp", "wb") as f:
+                f.write(msgspec.json.encode(self.records.live_kpis(time.time())))
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            log.warning("live KPIs not written to %s: %s", path, exc)
 
     def _load_prompts(self) -> list[str]:
         """Read every prompt the config names once, now: a missing or unreadable WAV stops the start

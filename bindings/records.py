@@ -27,6 +27,7 @@ import msgspec
 
 from bindings.cdr import CdrWriter, CommitError
 from core.call.b2bua import CallConnected, CallSummary
+from core.cdr.kpi import KpiBook
 from core.cdr.record import CallRecord, Direction, Disposition, HangupBy, Leg
 from core.media.quality import LegFigures
 
@@ -138,6 +139,9 @@ class CallRecords:
         self._refresher: asyncio.Task | None = None
         self.written = 0
         self.failed = 0
+        # Live KPIs: every recorded call, counted as it ends (docs/kpis.md); the same counters a
+        # report computes from the stored records of the same calls.
+        self.kpis = KpiBook()
 
     def start(self) -> None:
         """Begin re-writing live calls' journal entries (call on the running loop)."""
@@ -164,6 +168,18 @@ class CallRecords:
     async def _record(self, record: CallRecord) -> None:
         await self.writer.record(record)
         self.written += 1
+        self.kpis.add(record)
+
+    def live_kpis(self, now: float, keep: float = 86400.0) -> dict:
+        """The live counters as a document (``switchcore report --live`` reads it): per dimension, key
+        and interval, every figure; intervals older than ``keep`` seconds are dropped from the book."""
+        horizon = now - keep
+        stale = [g for g in self.kpis._groups if g[2] + self.kpis.config.interval < horizon]
+        for group in stale:
+            del self.kpis._groups[group]
+        rows = [{"dimension": dim, "key": key, "interval_start": start, **c.figures().as_dict()}
+                for (dim, key, start), c in self.kpis.groups()]
+        return {"node": self.node, "at": now, "interval": self.kpis.config.interval, "rows": rows}
 
     def _spawn(self, coro, call_id: str, what: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

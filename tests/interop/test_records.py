@@ -9,12 +9,14 @@ complete has its record, every call cut off after its answer is closed as "inter
 """
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
 
 import pytest
 
+from core.cdr.kpi import KpiBook
 from core.cdr.record import Disposition, HangupBy
 from tests.interop.sippcalls import SippPair, node_config, read_records, stop_process
 from tests.node import Node
@@ -66,6 +68,16 @@ def test_each_call_leaves_one_record(sipp, start_node, tmp_path, uas_port, uac, 
         else:
             assert a.ringing is None and rec.post_dial_delay is None, rec
         assert a.packets_received == 0 and a.mos is None, rec  # these scenarios send no RTP
+
+    # The live KPIs the node kept as calls ended are those a report computes from its records.
+    live = json.loads((node.data_dir / "live-kpis.json").read_text())
+    book = KpiBook.from_records(records)
+    rows = {(r["dimension"], r["key"], r["interval_start"]): r for r in live["rows"]}
+    for (dim, key, start), counters in book.groups():
+        expected = counters.figures().as_dict()
+        got = {k: v for k, v in rows.pop((dim, key, start)).items() if k in expected}
+        assert got == pytest.approx(expected, nan_ok=True), (dim, key)
+    assert not rows
 
 
 def test_a_call_over_the_channel_limit_is_recorded_as_refused(sipp, start_node, tmp_path, uas_port):
