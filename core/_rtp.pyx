@@ -821,6 +821,14 @@ cdef class Engine:
         """Record the relay into a stereo WAV at ``path`` (left: what arrives on leg a, right: leg b),
         through an adaptive jitter buffer per leg; ``jitter`` are ``core.media.jitter.JitterBuffer``'s
         options (min_delay, max_delay, ...). The file is readable at any moment, even if the process dies."""
+        self.capture_start(relay_id, lambda rate: CallRecording(path, _monotonic_ns(), clock_rate=rate, **jitter))
+
+    def capture_start(self, relay_id, make) -> None:
+        """Hand the packets arriving on the relay's legs to a consumer, every 100 ms, in the engine's
+        thread: ``make(clock_rate)`` builds it; it has ``feed(records, now_ns)`` (a numpy array of
+        ``CAPTURE_DTYPE``), ``finish(now_ns) -> dict``, ``summary() -> dict`` and the attributes
+        ``closed``, ``dropped`` and ``error`` (what ``core.media.recording.CallRecording`` has; an
+        answering-machine detector is another). One consumer per relay; ``record_stop`` ends it."""
         cdef CaptureRing ring
         cdef int slot
         self._rec_lock()
@@ -834,7 +842,7 @@ cdef class Engine:
             finally:
                 self._unlock()
             ring = CaptureRing(CAPTURE_RING)
-            recording = CallRecording(path, _monotonic_ns(), clock_rate=rate, **jitter)
+            recording = make(rate)
             self._lock()
             try:
                 if self.relays.get(relay_id) != slot:
