@@ -3,7 +3,7 @@
 One environment, one named sub-database per kind of record; opening one is ``storage.db(name)``:
 ``registrations`` (AOR → that user's bindings), ``cdr`` (key: big-endian end time + call id, so a time
 range is a cursor scan), ``cdr_by_call``, ``active_calls`` (bindings/cdr.py), ``queue_log`` (the ACD's
-member and agent events in time order, bindings/acdlog.py), and the campaigns' own.
+member and agent events in time order, bindings/acdlog.py), and the campaigns' (bindings/campaigns.py).
 
 Records are msgspec Structs (``frozen=True, array_like=True, gc=False``) encoded as MessagePack;
 fields are only ever appended, with defaults, so a record written by an older version decodes.
@@ -25,8 +25,8 @@ __all__ = ["BindingStore", "Storage", "SUBDATABASES"]
 log = logging.getLogger("switchcore.storage")
 
 # Every sub-database the node uses; lmdb needs their count up front (max_dbs).
-SUBDATABASES = ("registrations", "cdr", "cdr_by_call", "active_calls", "queue_log")
-# Room for the campaigns' and more.
+SUBDATABASES = ("registrations", "cdr", "cdr_by_call", "active_calls", "queue_log",
+                "campaigns", "campaign_contacts", "campaign_attempts", "dnc")
 _MAX_DBS = 32
 # Address space reserved, not disk used: the file grows as data is written.
 _DEFAULT_MAP_SIZE = 1 << 30
