@@ -25,6 +25,8 @@ from typing import Annotated, Any, Callable, Literal, NamedTuple
 import msgspec
 import msgspec.inspect as mi
 
+from core.scheduler.campaign import CampaignConfig, campaign_problems
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -432,6 +434,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     agents: tuple[AgentConfig, ...] = ()
     queues: tuple[QueueConfig, ...] = ()
     acd: AcdConfig = msgspec.field(default_factory=AcdConfig)
+    campaigns: tuple[CampaignConfig, ...] = ()
 
     def user(self, name: str) -> User | None:
         for user in self.users:
@@ -500,6 +503,27 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_KIND_NAMES = {mi.StrType: "a string", mi.FloatType: "a number", mi.IntType: "an integer",
+               mi.BoolType: "true or false", mi.StructType: "a table", mi.DictType: "a table",
+               mi.VarTupleType: "an array", mi.ListType: "an array", mi.LiteralType: "a string"}
+
+
+def _fits(value: Any, t: mi.Type) -> bool:
+    """Whether a TOML value is of the kind a union member asks (its bounds are checked after)."""
+    if isinstance(t, (mi.StrType, mi.LiteralType)):
+        return isinstance(value, str)
+    if isinstance(t, (mi.FloatType, mi.IntType)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            isinstance(t, mi.FloatType) or isinstance(value, int))
+    if isinstance(t, mi.BoolType):
+        return isinstance(value, bool)
+    if isinstance(t, (mi.StructType, mi.DictType)):
+        return isinstance(value, dict)
+    if isinstance(t, (mi.VarTupleType, mi.ListType)):
+        return isinstance(value, list)
+    return False
+
+
 class _Decoder:
     """Walks a decoded TOML document against a Struct type, collecting every error."""
 
@@ -525,8 +549,15 @@ class _Decoder:
         if isinstance(t, mi.UnionType):
             if value is None:
                 return None
-            (inner,) = [m for m in t.types if not isinstance(m, mi.NoneType)]
-            return self.convert(value, inner, path)
+            inner = [m for m in t.types if not isinstance(m, mi.NoneType)]
+            if len(inner) == 1:
+                return self.convert(value, inner[0], path)
+            # "str | float" and the like: the member whose kind the TOML value has.
+            for member in inner:
+                if _fits(value, member):
+                    return self.convert(value, member, path)
+            kinds = " or ".join(_KIND_NAMES.get(type(m), "a value") for m in inner)
+            return self.error(path, f"expected {kinds}, got {_describe(value)}")
         if isinstance(t, mi.StrType):
             if not isinstance(value, str):
                 return self.error(path, f"expected a string, got {_describe(value)}")
@@ -1021,6 +1052,22 @@ def _rule_queues(config: Config, error: Report) -> None:
                 error(f"{here}.vip_trunks[{j}]", f'no trunk "{trunk}" in [[trunks]]')
 
 
+def _rule_campaigns(config: Config, error: Report) -> None:
+    _unique(config.campaigns, "name", "campaigns", error)
+    for i, campaign in enumerate(config.campaigns):
+        if campaign is None:
+            continue
+        here = f"campaigns[{i}]"
+        for key, problem in campaign_problems(campaign):
+            error(f"{here}.{key}" if key else here, problem)
+        if config.trunk(campaign.trunk) is None:
+            error(f"{here}.trunk", f'no trunk "{campaign.trunk}" in [[trunks]]')
+        if config.queue(campaign.queue) is None:
+            error(f"{here}.queue", f'no queue "{campaign.queue}" in [[queues]]')
+        if campaign.abandon_message:
+            _check_prompt(campaign.abandon_message, f"{here}.abandon_message", error)
+
+
 def _rule_acd(config: Config, error: Report) -> None:
     acd = config.acd
     codes = {"login": acd.login, "logout": acd.logout, "pause": acd.pause, "available": acd.available}
@@ -1053,6 +1100,7 @@ _RULES: tuple[Callable[[Config, Report], None], ...] = (
     _rule_agents,
     _rule_queues,
     _rule_acd,
+    _rule_campaigns,
     _rule_calls,
 )
 

@@ -122,7 +122,8 @@ class CampaignConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     abandon_target: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.03
     abandon_window: str | float = "us"  # "us" (30 days), "uk" (24 hours) or seconds
     connect_limit: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-    abandon_message: str = "abandon"  # the prompt an abandoned call hears
+    # The prompt an abandoned call hears (telemarketing rules ask for a recording naming the caller: a WAV).
+    abandon_message: str = "beep"
     dnc: str | None = None  # a do-not-call list file (one number a line, or CSV) added to the node's list
 
 
