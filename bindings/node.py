@@ -33,6 +33,7 @@ import uvloop
 
 from bindings.acdlog import QueueLog
 from bindings.cdr import CdrWriter
+from bindings.dialler import TICK, Dialler
 from bindings.media import MediaPlane
 from bindings.records import CallRecords
 from bindings.storage import Storage
@@ -94,6 +95,8 @@ class Node:
         self.records: CallRecords | None = None
         self.queue_log: QueueLog | None = None
         self._kpi_task: asyncio.Task | None = None
+        self.dialler: Dialler | None = None
+        self._dial_task: asyncio.Task | None = None
         self.media: MediaPlane | None = None
         self.endpoint: Endpoint | None = None
         self.udp: dict[int, UdpTransport] = {}  # by address family
@@ -164,12 +167,18 @@ class Node:
         if local is not None:
             sessions = SessionLayer(self.endpoint.transactions, local, user=cfg.node.name)
             self.endpoint.calls = B2BUA(cfg, sessions, registrar)
+            if cfg.campaigns:
+                self.dialler = Dialler(cfg, self.storage, self.endpoint.calls, time.time())
+                self._dial_task = loop.create_task(self._dial_loop())
         for line in self.listening:
             print(f"listening on {line}", file=sys.stderr, flush=True)
         log.info("node %s up, data in %s", cfg.node.name, cfg.node.data_dir)
 
     async def stop(self) -> None:
         """Refuse new work, let pending transactions finish for a moment, then close and sync."""
+        if self._dial_task is not None:
+            self._dial_task.cancel()
+            self._dial_task = None
         ep = self.endpoint
         if ep is not None:
             ep.drain(time.time())
@@ -196,6 +205,9 @@ class Node:
         if self._kpi_task is not None:
             self._kpi_task.cancel()
             self._kpi_task = None
+        if self.dialler is not None:
+            self.dialler.stop(time.time())
+            self.dialler = None
         if self.records is not None:
             await self.records.stop()
             self.dump_live_kpis()
@@ -207,6 +219,17 @@ class Node:
             self.storage.close()
             self.storage = None
         log.info("node %s stopped", self.config.node.name)
+
+    async def _dial_loop(self) -> None:
+        """The campaigns' pacing decisions, every TICK seconds."""
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.dialler.tick(time.time())
+            except Exception:  # a campaign's fault must not stop the node's calls
+                log.exception("campaign tick failed")
+            self.flush()
+            self.arm_timer()
 
     async def _write_live_kpis(self) -> None:
         """Every few seconds, the live KPIs to DATA_DIR/live-kpis.json (written whole, then renamed)."""
@@ -314,11 +337,17 @@ class Node:
                 elif isinstance(event, QueueLogEntry):
                     if self.queue_log is not None:
                         self.queue_log.append(event)
+                    if self.dialler is not None:
+                        self.dialler.on_event(event, time.time())
                 elif isinstance(event, CallConnected):
+                    if self.dialler is not None:
+                        self.dialler.on_event(event, time.time())
                     if records is not None:
                         durable.append(records.connected(event, media.recording_of(event.call_id) if media is not None else ""))
                 elif isinstance(event, CallSummary):
                     call_log.info("call %s", event)
+                    if self.dialler is not None:
+                        self.dialler.on_event(event, time.time())
                     figures, dtmf = media.take_figures(event.call_id) if media is not None else (None, "")
                     recording = media.take_recording(event.call_id, event.answered_at is not None) if media is not None else ""
                     if records is not None:

@@ -786,6 +786,20 @@ class B2BUA:
         call.timer = self.wheel.schedule(now + (ring_timeout or self.config.calls.ring_timeout), (call, RING_TIMEOUT))
         return call.id
 
+    def abandon(self, call_id: str, prompt: str, now: float) -> bool:
+        """An answered outbound call that found no agent in time (the predictive dialler's 2-second
+        rule): out of its queue, ``prompt`` played, then hung up. False when it is not waiting."""
+        call = self.calls.get(call_id)
+        if call is None or not call.hosted or call.queue is None:
+            return False
+        self._log(now, "exit", queue=call.queue, member=call.id, wait=now - call.joined, reason="abandoned")
+        self.acd.handle_event(acd_model.MemberLeft(call.id), now)
+        self._leave_queue(call, now, QueueOutcome.ABANDONED)
+        call.after_prompt = HANGUP
+        self._play(call, [prompt], now)
+        self.process(now)
+        return True
+
     def _outbound_event(self, call: Call, event: Any, now: float) -> None:
         """Leg A of a call the switch placed, before its answer."""
         if isinstance(event, ProvisionalReceived):
@@ -1008,7 +1022,9 @@ class B2BUA:
         # The caller's number goes on as B's From user (caller ID); the host is ours (RFC 3261 §8.1.1.3).
         local = self.sessions.local.host
         local = f"[{local}]" if ":" in local else local
-        return f"sip:{call.caller}@{local}" if call.caller else "sip:anonymous@anonymous.invalid"
+        # For a call the switch placed, the agent sees whom it reached.
+        who = call.callee if call.outbound is not None else call.caller
+        return f"sip:{who}@{local}" if who else "sip:anonymous@anonymous.invalid"
 
     def _dial(self, call: Call, target: str, peer: Peer, now: float, trunk=None) -> Leg | None:
         """A new leg from a hosted call to ``target``, offering what A was answered with, anchored on
@@ -1018,9 +1034,13 @@ class B2BUA:
         if call.offer_b is None:
             call.offer_b = sd
         leg.last_sdp = sd.serialize()
+        headers = ()
+        if call.outbound is not None and call.outbound.campaign_id:
+            # The agent's phone (and a CRM behind it) learns which contact this is.
+            headers = (("X-Campaign", call.outbound.campaign_id), ("X-Contact", call.outbound.contact_id))
         try:
             leg.session = self.sessions.invite(target, self._from_uri(call), now, body=leg.last_sdp, peer=peer,
-                                               credentials=_credentials(trunk))
+                                               credentials=_credentials(trunk), headers=headers)
         except (ProtocolError, ValueError):
             return None
         leg.uri = target
