@@ -241,9 +241,18 @@ class Node:
         if self.records is None:
             return
         path = os.path.join(self.config.node.data_dir, LIVE_KPI_FILE)
+        now = time.time()
+        document = self.records.live_kpis(now)
+        calls = self.endpoint.calls if self.endpoint is not None else None
+        if calls is not None and calls.acd is not None:
+            # The ACD's own live counters: who waits and for how long, each agent's status and state.
+            document["queues"] = {q.name: msgspec.to_builtins(calls.acd.queue_stats(q.name, now))
+                                  for q in self.config.queues}
+            document["agents"] = {a.id: msgspec.to_builtins(calls.acd.agent_stats(a.id, now))
+                                  for a in self.config.agents}
         try:
             with open(path + ".tmp", "wb") as f:
-                f.write(msgspec.json.encode(self.records.live_kpis(time.time())))
+                f.write(msgspec.json.encode(document))
             os.replace(path + ".tmp", path)
         except OSError as exc:
             log.warning("live KPIs not written to %s: %s", path, exc)

@@ -301,7 +301,8 @@ class User(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # --- IVR menus, agents, queues -------------------------------------------------------------------
 
 # Where an IVR choice or a queue exit sends a call: a registered user, a trunk (optionally with the
-# number to send, "trunk:NAME/NUMBER"), a queue, another menu, a message then the end of the call
+# number to send, "trunk:NAME/NUMBER"), a queue (optionally with the caller's priority,
+# "queue:NAME/PRIORITY": a VIP choice), another menu, a message then the end of the call
 # ("prompt:PROMPT"), or the end of the call.
 CALL_TARGETS = ("user", "trunk", "queue", "ivr")
 HANGUP = "hangup"
@@ -964,7 +965,10 @@ def _check_target(config: Config, text: str, path: str, error: Report) -> None:
     section = {"user": "users", "trunk": "trunks", "queue": "queues", "ivr": "ivr"}
     if kind != HANGUP and lookup[kind](name) is None:
         error(path, f'no {kind} "{name}" in [[{section[kind]}]]')
-    if number and (kind != "trunk" or not _USER_NAME.match(number)):
+    if kind == "queue" and number:
+        if not re.match(r"^-?\d{1,7}$", number):
+            error(path, f"{_describe(number)}: a queue target's priority is a whole number (queue:NAME/PRIORITY)")
+    elif number and (kind != "trunk" or not _USER_NAME.match(number)):
         error(path, f"{_describe(number)}: only a trunk target takes a number, and it must fit a SIP user part")
 
 

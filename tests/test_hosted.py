@@ -608,3 +608,27 @@ def test_an_outbound_calls_record_carries_its_campaign_and_contact(net):
     rec = record_of(s)
     assert (rec.direction, rec.campaign_id, rec.contact_id, rec.disposition) == (
         Direction.OUTBOUND, "spring", "c7", Disposition.BUSY)
+
+
+def test_an_ivr_choice_can_make_the_caller_a_vip_in_the_queue(tmp_path):
+    text = HOSTED.replace('"9" = "ivr:second"', '"9" = "ivr:second", "7" = "queue:sales/50"')
+    net = HostedNet.__new__(HostedNet)
+    Net.__init__(net, tmp_path, text)
+    net.dave = UA(DAVE, "dave")
+    net.nodes[DAVE] = net.dave
+    try:
+        log_out_everyone(net)
+        first = net.dial("800")  # waits with priority 0
+        vip = UA(Peer("udp", "127.0.1.1", 5070), "vip")
+        net.nodes[vip.addr] = vip
+        chooser = net.dial("7", caller=vip)
+        digit(net, chooser, "7", net.now)
+        net.switch.calls.acd.handle_event(AgentStatusChanged("carol", "available"), net.now)
+        net.switch.calls.process(net.now)
+        net.flush()
+        (invite,) = [parse(d) for label, d in net.seen("carol") if label == "INVITE"]
+        assert invite.from_.startswith("<sip:vip@") and first.state == CONFIRMED
+        (join,) = [e for e in log(net) if e.kind == "join" and e.member == chooser.call_id]
+        assert join.priority == 50
+    finally:
+        net.close()

@@ -920,7 +920,7 @@ class B2BUA:
             call.menu = MenuRun(self.config.menu(name))
             self._menu_actions(call, call.menu.start(now), now)
         elif kind == "queue":
-            self._join(call, name, now)
+            self._join(call, name, now, int(number) if number else None)
         else:
             self._connect(call, kind, name, number, now)
 
@@ -1172,10 +1172,14 @@ class B2BUA:
         self._finish(call, now, disposition, 200, by)
 
     # -- queues -----------------------------------------------------------------------------------
-    def _join(self, call: Call, name: str, now: float) -> None:
+    def _join(self, call: Call, name: str, now: float, priority: int | None = None) -> None:
+        """The caller waits in queue ``name``: its priority is the target's (an IVR's VIP choice), else
+        the queue's ``vip`` for a caller number or trunk it lists, else 0."""
         queue = self.config.queue(name)
         vip = call.caller in queue.vip_callers or (call.source is not None and call.source in queue.vip_trunks)
-        call.queue, call.joined, call.priority = name, now, queue.vip if vip else 0
+        if priority is None:
+            priority = queue.vip if vip else 0
+        call.queue, call.joined, call.priority = name, now, priority
         call.offered_to = []
         self.members[call.id] = call
         self._log(now, "join", queue=name, member=call.id, priority=call.priority)
