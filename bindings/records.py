@@ -68,14 +68,16 @@ def status_disposition(status: int) -> Disposition:
 
 
 def _leg(leg_id: str, peer: str, summary: CallSummary, disposition: Disposition, status: int,
-         figures: LegFigures | None, live: bool) -> Leg:
+         figures: LegFigures | None, live: bool, times: tuple | None = None) -> Leg:
     media = {}
     if figures is not None:
         media = dict(packets_received=figures.packets_received, packets_lost=max(0, figures.packets_lost),
                      jitter_ms=round(figures.jitter_ms, 3),
                      mos=round(figures.mos, 2) if figures.packets_received else None)
-    return Leg(leg_id=leg_id, peer=peer, offered=summary.offered_at, ringing=summary.ringing_at,
-               answered=summary.answered_at if disposition is Disposition.ANSWERED else None,
+    offered, ringing, answered = times if times is not None else (
+        summary.offered_at, summary.ringing_at, summary.answered_at)
+    return Leg(leg_id=leg_id, peer=peer, offered=offered, ringing=ringing,
+               answered=answered if disposition is Disposition.ANSWERED else None,
                ended=None if live else summary.ended_at, disposition=disposition, sip_status=status, codec=summary.codec,
                **media)
 
@@ -96,12 +98,14 @@ def record_of(summary: CallSummary, *, node: str = "", figures: dict[str, LegFig
         segments = segments[:-1] + (msgspec.structs.replace(segments[-1], agent_ended=summary.ended_at),)
     if summary.leg_b_call_id is not None:
         status_b = summary.leg_b_status
+        times = None
+        if summary.leg_b_offered_at is not None:
+            times = (summary.leg_b_offered_at, summary.leg_b_ringing_at, summary.leg_b_answered_at)
         leg_b = _leg(summary.leg_b_call_id, summary.leg_b_uri or summary.target or "", summary,
                      status_disposition(status_b) if status_b else Disposition.FAILED, status_b,
-                     figures.get("b"), live)
-        if segments and segments[-1].answered_by and leg_b.answered is not None:
-            # A queued call: the agent answered when the caller left the queue, not when the switch did.
-            leg_b = msgspec.structs.replace(leg_b, answered=segments[-1].left, peer=segments[-1].answered_by)
+                     figures.get("b"), live, times)
+        if segments and segments[-1].answered_by:
+            leg_b = msgspec.structs.replace(leg_b, peer=segments[-1].answered_by)
         legs.append(leg_b)
     outbound = summary.direction == "outbound" or (
         summary.source == "users" and (summary.target or "").startswith("trunk:"))

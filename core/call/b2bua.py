@@ -197,6 +197,9 @@ class CallSummary:
     agent: str = ""  # the agent the call was bridged to, "" when none
     transferred_to: str = ""  # where a transfer (REFER) sent the call, "" when none
     direction: str = "inbound"  # "outbound" for a call the switch placed
+    leg_b_offered_at: float | None = None  # leg B's own times (a hosted call's B leg starts later)
+    leg_b_ringing_at: float | None = None
+    leg_b_answered_at: float | None = None
     campaign_id: str = ""
     contact_id: str = ""
 
@@ -322,10 +325,15 @@ class Leg:
     """One side of a call: its INVITE session, its RTP port on the switch, where its far end
     receives, and the switch's o= line towards it."""
 
-    __slots__ = ("session", "port", "remote", "origin", "last_sdp", "uri", "port_before")
+    __slots__ = ("session", "port", "remote", "origin", "last_sdp", "uri", "port_before", "offered", "ringing",
+                 "answered")
 
-    def __init__(self, session: InviteSession | None, port: int):
+    def __init__(self, session: InviteSession | None, port: int, offered: float | None = None):
         self.uri = ""  # the Request-URI of a leg the switch called
+        # The leg's own times: INVITE sent (or received), first provisional, answer.
+        self.offered = offered
+        self.ringing: float | None = None
+        self.answered: float | None = None
         self.port_before = 0  # a leg moved to another call's relay: its port there
         self.session = session
         self.port = port
@@ -711,6 +719,7 @@ class B2BUA:
             self._reject_new(call, now, 503, "Service Unavailable", FAILED)
             return
         call.b.session = b
+        call.b.offered = now
         call.b_uri = target
         call.trunks = [t.name for t in trunks]
         for name in call.trunks:
@@ -1029,7 +1038,7 @@ class B2BUA:
     def _dial(self, call: Call, target: str, peer: Peer, now: float, trunk=None) -> Leg | None:
         """A new leg from a hosted call to ``target``, offering what A was answered with, anchored on
         leg b's port; None when it cannot be sent."""
-        leg = Leg(None, call.b.port)
+        leg = Leg(None, call.b.port, now)
         sd = leg.origin.anchor(call.hosted_sd, address=self.address, port=call.b.port)
         if call.offer_b is None:
             call.offer_b = sd
@@ -1101,11 +1110,13 @@ class B2BUA:
         direct = agent is None and call.b is not None and session is call.b.session
         if agent is None and not direct:
             return  # a leg already given up (a 2xx crossing our CANCEL: the session BYEs it)
+        leg = call.offers.get(agent) if agent is not None else call.b
         if isinstance(event, ProvisionalReceived):
-            if call.ringing_at is None:
-                call.ringing_at = now
+            if leg.ringing is None:
+                leg.ringing = now
         elif isinstance(event, CallAnswered):
             leg = call.offers.pop(agent) if agent is not None else call.b
+            leg.answered = now
             try:
                 if not event.msg.body:
                     raise OfferAnswerError("answered without SDP")
@@ -1372,7 +1383,7 @@ class B2BUA:
             return
         call.state = EARLY
         if call.ringing_at is None:
-            call.ringing_at = now
+            call.ringing_at = call.b.ringing = now
         status = msg.status
         body = b""
         if msg.body:
@@ -1391,6 +1402,7 @@ class B2BUA:
             return
         self._cancel_timer(call)
         call.b_status = msg.status
+        call.b.answered = now
         body = msg.body
         try:
             if body:
@@ -1501,7 +1513,7 @@ class B2BUA:
                 self._notify(leg, now, "404 Not Found", active=False)
                 return
             uri, peer, trunk = dest
-            new = Leg(None, leg.port)
+            new = Leg(None, leg.port, now)
             sd = new.origin.anchor(offer, address=self.address, port=leg.port)
             new.last_sdp = sd.serialize()
             try:
@@ -1832,6 +1844,9 @@ class B2BUA:
             hosted=call.hosted or bool(call.segments) or call.hosted_sd is not None, agent=call.agent,
             transferred_to=call.transferred_to,
             direction="outbound" if call.outbound is not None else "inbound",
+            leg_b_offered_at=call.b.offered if call.b is not None else None,
+            leg_b_ringing_at=call.b.ringing if call.b is not None else None,
+            leg_b_answered_at=call.b.answered if call.b is not None else None,
             campaign_id=call.outbound.campaign_id if call.outbound is not None else "",
             contact_id=call.outbound.contact_id if call.outbound is not None else "",
         )
