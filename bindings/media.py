@@ -38,16 +38,18 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from core._rtp import Engine
 from core.call.b2bua import MediaBridge
 from core.config import CallsConfig, MediaConfig
+from core.media.amd import AmdTap, CaptureFanout
 from core.media.prompts import PlaybackDone, Prompt, from_spec
+from core.media.recording import CallRecording
 from core.media.quality import LegFigures
 from core.media.rtp import DtmfDigit, Latched, MediaTimeout, SsrcChanged
 
-__all__ = ["MediaPlane", "recording_name"]
+__all__ = ["AmdVerdict", "MediaPlane", "recording_name"]
 
 log = logging.getLogger("switchcore.media")
 
@@ -73,6 +75,14 @@ def recording_name(call_id: str) -> str:
     if safe != call_id or not safe or safe[0] == ".":
         safe = f"{safe.lstrip('.') or 'call'}-{hashlib.sha256(call_id.encode()).hexdigest()[:12]}"
     return safe
+
+
+class AmdVerdict(NamedTuple):
+    """What the answering-machine detector made of a call's answered audio (core.media.amd)."""
+
+    call_id: str
+    verdict: str  # HUMAN, MACHINE, NOTSURE
+    reason: str
 
 
 def _peer(remote: tuple[str, int] | None) -> tuple[str, int] | None:
@@ -177,8 +187,8 @@ class MediaPlane:
                     options["dtmf_pt"] = event.dtmf_pt
                 self.engine.add_relay(call_id, event.leg_a_port, event.leg_b_port, options)
                 self.relays_added += 1
-                if self.recordings_dir is not None:
-                    self._record(call_id)
+                if self.recordings_dir is not None or event.amd:
+                    self._record(call_id, event.amd)
         except (OSError, ValueError, RuntimeError) as exc:
             # A port held by another process, a range used up: the call goes on without media, and
             # the operator sees why.
@@ -188,9 +198,15 @@ class MediaPlane:
             return
         self._bridged[call_id] = event
 
-    def _record(self, call_id: str) -> None:
-        """Start recording the relay just added; a folder or file that cannot be made is logged and
-        the call goes on unrecorded."""
+    def _record(self, call_id: str, amd: bool = False) -> None:
+        """Start recording the relay just added, and/or listening for an answering machine on its leg
+        a (``amd``); a folder or file that cannot be made is logged and the call goes on unrecorded."""
+        if amd and self.recordings_dir is None:
+            try:
+                self.engine.capture_start(call_id, lambda rate: AmdTap(self._amd_decided(call_id)))
+            except (KeyError, ValueError, RuntimeError) as exc:
+                log.error("call %s: no answering-machine detection: %s", call_id, exc)
+            return
         day = time.strftime("%Y/%m/%d", time.gmtime())
         folder = os.path.join(self.recordings_dir, *day.split("/"))
         name = recording_name(call_id)
@@ -204,13 +220,27 @@ class MediaPlane:
                 relative = os.path.join(folder, f"{name}~{n}.wav")
             else:
                 raise FileExistsError(f"{relative}: a thousand recordings of this call already")
-            self.engine.record_start(call_id, os.path.join(self.data_dir, relative))
+            path = os.path.join(self.data_dir, relative)
+            if amd:
+                self.engine.capture_start(call_id, lambda rate: CaptureFanout([
+                    CallRecording(path, time.monotonic_ns(), clock_rate=rate), AmdTap(self._amd_decided(call_id))]))
+            else:
+                self.engine.record_start(call_id, path)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             self.recording_errors += 1
             log.error("call %s not recorded: %s", call_id, exc)
             return
         self.recordings_started += 1
         self._recording[call_id] = relative
+
+    def _amd_decided(self, call_id: str):
+        """The detector's callback (it runs in the engine's thread): the verdict reaches the listener
+        on the event loop."""
+        def decided(decision) -> None:
+            loop, listener = self._loop, self.listener
+            if loop is not None and listener is not None:
+                loop.call_soon_threadsafe(listener, AmdVerdict(call_id, decision.verdict, decision.reason))
+        return decided
 
     def release(self, call_id: str) -> dict[str, LegFigures] | None:
         """Stop relaying the call; its final figures ``{"a": ..., "b": ...}`` (None if never relayed)."""

@@ -34,7 +34,7 @@ import uvloop
 from bindings.acdlog import QueueLog
 from bindings.cdr import CdrWriter
 from bindings.dialler import TICK, Dialler
-from bindings.media import MediaPlane
+from bindings.media import AmdVerdict, MediaPlane
 from bindings.records import CallRecords
 from bindings.storage import Storage
 from bindings.transport import TcpConnection, TcpRegistry, UdpTransport
@@ -287,6 +287,9 @@ class Node:
             calls.dtmf(event.relay_id, event.digit, now)
         elif isinstance(event, PlaybackDone):
             calls.playback_done(event.relay_id, event.leg, now, event.reason)
+        elif isinstance(event, AmdVerdict):
+            log.info("call %s: answering-machine detector says %s (%s)", event.call_id, event.verdict, event.reason)
+            calls.amd_result(event.call_id, event.verdict, now)
         if not self._flushing:  # a relay's last events come while flush() releases it: it goes on
             self.flush()
             self.arm_timer()

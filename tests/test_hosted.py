@@ -632,3 +632,31 @@ def test_an_ivr_choice_can_make_the_caller_a_vip_in_the_queue(tmp_path):
         assert join.priority == 50
     finally:
         net.close()
+
+
+def test_an_outbound_call_with_machine_detection_waits_for_the_verdict(net):
+    from core.call.b2bua import LiveAnswer
+
+    register(net, net.carol, "1001", "secret1001")
+    human = net.switch.calls.originate("+4930555", net.now, trunk="carrier", target="queue:sales", amd=True)
+    net.flush()
+    net.incoming(net.bob).answer(net.now, ANSWER)
+    net.flush()
+    (bridge,) = net.switch.take(MediaBridge)
+    assert bridge.amd and not net.switch.take(LiveAnswer)
+    assert net.carol.take(IncomingCall) == []  # no agent rung while the detector listens
+    net.switch.calls.amd_result(human, "HUMAN", net.now + 2.5)
+    net.flush(net.now + 2.5)
+    assert [e.call_id for e in net.switch.take(LiveAnswer)] == [human]
+    assert net.incoming(net.carol)
+
+    machine = net.switch.calls.originate("+4930556", net.now, trunk="carrier", target="queue:sales", amd=True)
+    net.flush()
+    callee = net.incoming(net.bob)
+    callee.answer(net.now, ANSWER)
+    net.flush()
+    net.switch.calls.amd_result(machine, "MACHINE", net.now + 3)
+    net.flush(net.now + 3)
+    assert callee.state == TERMINATED
+    (s,) = [s for s in net.switch.take(CallSummary) if s.call_id == machine]
+    assert (s.amd, s.hangup_by) == ("machine", "switch")

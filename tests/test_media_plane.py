@@ -171,3 +171,37 @@ def test_the_recordings_folder_must_stay_inside_the_data_folder():
             decode_config(f'[calls]\nrecordings_dir = "{bad}"\n'.encode(), "n.toml")
         assert caught.value.errors == [f'n.toml: calls.recordings_dir: must be a folder inside node.data_dir '
                                        f'(relative, no ".."), got "{bad}"']
+
+
+# -- answering-machine detection on a relay's leg a -----------------------------------------------------
+def test_the_detector_hears_a_greeting_on_a_real_relay_and_reports_its_verdict(plane_of):
+    from bindings.media import AmdVerdict
+    from tests.test_amd import human_hello, machine, rng
+
+    plane = plane_of(record=True)  # with a recording too: both take the same packets
+    verdicts: list[AmdVerdict] = []
+    plane.listener = lambda event: verdicts.append(event) if isinstance(event, AmdVerdict) else None
+    base = plane.config.rtp_port_min
+    for n, (call_id, scene) in enumerate((("amd-machine", machine(rng(3))), ("amd-human", human_hello(rng(4))))):
+        phone = Phone()
+        try:
+            a, b = base + 4 * n, base + 4 * n + 2
+            plane.bridge(MediaBridge(call_id, a, phone.addr, b, None, "PCMU", None, amd=True))
+            samples = scene.render(5.0)
+            start = time.monotonic()
+            for i in range(len(samples) // 160):
+                payload = ulaw_encode(samples[160 * i:160 * (i + 1)])
+                phone.send(a, struct.pack("!BBHII", 0x80, 0, i, 160 * i, 0xC0 + n) + payload)
+                time.sleep(max(0.0, start + 0.02 * (i + 1) - time.monotonic()))
+                plane._loop.run_until_complete(asyncio.sleep(0))
+                if len(verdicts) > n:
+                    break
+            deadline = time.monotonic() + 2
+            while len(verdicts) <= n and time.monotonic() < deadline:
+                plane._loop.run_until_complete(asyncio.sleep(0.05))
+        finally:
+            phone.close()
+        plane.release(call_id)
+    assert [(v.call_id, v.verdict) for v in verdicts] == [("amd-machine", "MACHINE"), ("amd-human", "HUMAN")]
+    # The recording went on beside the detector.
+    assert plane.take_recording("amd-machine", answered=True).endswith(".wav")

@@ -81,6 +81,7 @@ __all__ = [
     "MediaRelease",
     "MediaPlay",
     "MediaStop",
+    "LiveAnswer",
     "PortAllocator",
     "map_failure",
 ]
@@ -116,6 +117,8 @@ MENU = "menu"  # the IVR menu's digit deadline
 PROMPT_GUARD = "prompt guard"  # a prompt whose end the media engine never reported
 ACD_TIMER = "acd"
 ANNOUNCE = "announce"  # a queued caller's next announcement of position and expected wait
+AMD_GUARD = "amd guard"  # an answering-machine verdict that never came
+AMD_GUARD_SECONDS = 6.0
 # A prompt the engine never reports finished (no media plane) is taken as done after this.
 PROMPT_GUARD_SECONDS = 120.0
 
@@ -137,7 +140,15 @@ class MediaBridge:
     leg_b_remote: tuple[str, int]
     codec: str = ""  # the voice codec of B's answer ("PCMU" ...), "" when unknown
     dtmf_pt: int | None = None  # the telephone-event payload type (RFC 4733), None when not agreed
+    amd: bool = False  # listen for an answering machine on leg a (``B2BUA.amd_result`` takes the verdict)
 
+
+@dataclass(slots=True, frozen=True)
+class LiveAnswer:
+    """A call the switch placed was answered by a person (or the detector could not tell): it goes on
+    to its target now (a campaign's 2-second clock starts here)."""
+
+    call_id: str
 
 @dataclass(slots=True, frozen=True)
 class MediaPlay:
@@ -200,6 +211,7 @@ class CallSummary:
     leg_b_offered_at: float | None = None  # leg B's own times (a hosted call's B leg starts later)
     leg_b_ringing_at: float | None = None
     leg_b_answered_at: float | None = None
+    amd: str = ""  # an outbound call's answering-machine verdict: "human", "machine", "notsure"
     campaign_id: str = ""
     contact_id: str = ""
 
@@ -350,6 +362,8 @@ class Outbound:
     offer: SessionDescription
     campaign_id: str = ""
     contact_id: str = ""
+    detect: bool = False  # answering-machine detection before the call goes on
+    amd: str = ""  # "pending" while listening, then the verdict
 
 
 @dataclass(slots=True)
@@ -434,7 +448,7 @@ class Call:
             self.menu_timer = None
         elif name == ANNOUNCE:
             self.announce_timer = None
-        elif name == PROMPT_GUARD:
+        elif name in (PROMPT_GUARD, AMD_GUARD):
             self.guard = None
         else:
             self.timer = None
@@ -745,7 +759,8 @@ class B2BUA:
 
     # -- outbound calls the switch places (campaigns, click-to-call) ------------------------------
     def originate(self, number: str, now: float, *, trunk: str, target: str, caller_id: str = "",
-                  ring_timeout: float | None = None, campaign_id: str = "", contact_id: str = "") -> str | None:
+                  ring_timeout: float | None = None, campaign_id: str = "", contact_id: str = "",
+                  amd: bool = False) -> str | None:
         """Call ``number`` through ``trunk``; once answered the switch hosts the call and sends it to
         ``target`` (a campaign's queue: the ACD connects an agent; "prompt:…" a message). Returns the
         call's id (leg A's Call-ID), or None when a channel limit or the ports refuse it (counted as
@@ -783,7 +798,7 @@ class B2BUA:
         self.stats["offered"] += 1
         call.a, call.b = a, Leg(None, port_b)
         a.uri = call.b_uri = uri
-        call.outbound = Outbound(target, offer, campaign_id, contact_id)
+        call.outbound = Outbound(target, offer, campaign_id, contact_id, amd)
         call.caller, call.callee = caller_id, number
         call.source = trunk
         call.supported = {c.lower() for c in codecs}
@@ -842,10 +857,16 @@ class B2BUA:
             self.stats["answered"] += 1
             call.bridged = (call.a.port, call.a.remote, call.b.port, None)
             self._events.append(MediaBridge(call.id, call.a.port, call.a.remote, call.b.port, None,
-                                            call.codec, call.dtmf_pt))
+                                            call.codec, call.dtmf_pt, out.detect))
             self._events.append(CallConnected(call.id, self._make_summary(call, now, ANSWERED_D, 200, None)))
             call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
-            self._go(call, out.target, now)
+            if out.detect:
+                # The detector listens first; a verdict that never comes counts as "not sure".
+                out.amd = "pending"
+                call.guard = self.wheel.schedule(now + AMD_GUARD_SECONDS, (call, AMD_GUARD))
+            else:
+                self._live(call, now)
+
         elif isinstance(event, CallFailed):
             self._cancel_timer(call)
             call.b_status = event.status
@@ -856,6 +877,26 @@ class B2BUA:
             elif event.status in (408, 480, 487):
                 disposition = NO_ANSWER
             self._finish(call, now, disposition, event.status, CALLEE if event.status < 500 else None)
+
+    def _live(self, call: Call, now: float) -> None:
+        self._events.append(LiveAnswer(call.id))
+        self._go(call, call.outbound.target, now)
+
+    def amd_result(self, call_id: str, verdict: str, now: float) -> None:
+        """The answering-machine detector's verdict on an outbound call (HUMAN, MACHINE, NOTSURE): a
+        machine is hung up (the campaign counts it), anything else goes on to its target."""
+        call = self.calls.get(call_id)
+        if call is None or call.outbound is None or call.outbound.amd != "pending":
+            return
+        call.outbound.amd = verdict.lower()
+        if call.guard is not None:
+            self.wheel.cancel(call.guard)
+            call.guard = None
+        if call.outbound.amd == "machine":
+            self._end_hosted(call, now, SWITCH)
+        else:
+            self._live(call, now)
+        self.process(now)
 
     # -- calls the switch answers itself: IVR menus, queues, feature codes ------------------------
     def _host(self, call: Call, msg: Any, now: float, target: str, prompt: str | None = None) -> None:
@@ -1735,6 +1776,8 @@ class B2BUA:
                 self._menu_actions(call, call.menu.timer(now), now)
             elif name == PROMPT_GUARD:
                 self._prompt_ended(call, now)
+            elif name == AMD_GUARD:
+                self.amd_result(call.id, "NOTSURE", now)
             elif name == ANNOUNCE and call.queue is not None:
                 self._announce(call, now)
             elif name == RING_TIMEOUT and call.b is not None and call.b.session is not None:
@@ -1847,6 +1890,7 @@ class B2BUA:
             leg_b_offered_at=call.b.offered if call.b is not None else None,
             leg_b_ringing_at=call.b.ringing if call.b is not None else None,
             leg_b_answered_at=call.b.answered if call.b is not None else None,
+            amd=call.outbound.amd if call.outbound is not None else "",
             campaign_id=call.outbound.campaign_id if call.outbound is not None else "",
             contact_id=call.outbound.contact_id if call.outbound is not None else "",
         )

@@ -57,7 +57,7 @@ import numpy as np
 
 from core.media import g711
 
-__all__ = ["AmdConfig", "AnsweringMachineDetector", "AmdDecision", "BeepHeard", "HUMAN", "MACHINE",
+__all__ = ["AmdConfig", "AnsweringMachineDetector", "AmdDecision", "AmdTap", "BeepHeard", "CaptureFanout", "HUMAN", "MACHINE",
            "NOTSURE", "RATE", "FRAME"]
 
 HUMAN = "HUMAN"
@@ -362,3 +362,90 @@ class AnsweringMachineDetector:
         self.decision = AmdDecision(verdict, reason, round(self._t, 6), round(greeting, 6), self._words)
         self._events.append(self.decision)
         return self.done
+
+
+class AmdTap:
+    """An answering-machine detector on a relay's captured packets (``core._rtp.Engine.capture_start``):
+    what arrives on ``leg`` (0: leg a, the called party of an outbound call) in arrival order, G.711
+    payloads decoded; a gap in sequence numbers is fed as lost frames (silence). ``on_decision`` is
+    called once, from the engine's thread, with the ``AmdDecision``. Feeding stops once decided."""
+
+    def __init__(self, on_decision, config: AmdConfig | None = None, leg: int = 0):
+        self.detector = AnsweringMachineDetector(config)
+        self.on_decision = on_decision
+        self.leg = leg
+        self.closed = False
+        self.dropped = 0
+        self.error: str | None = None
+        self._seq: int | None = None
+
+    def feed(self, records, now_ns: int) -> None:
+        det = self.detector
+        if det.done:
+            return
+        for rec in records[records["leg"] == self.leg]:
+            codec = {0: "PCMU", 8: "PCMA"}.get(int(rec["payload_type"]))
+            if codec is None:
+                continue  # telephone-event, comfort noise: not the voice
+            seq = int(rec["seq"])
+            if self._seq is not None:
+                gap = (seq - self._seq - 1) & 0xFFFF
+                if 0 < gap < 50:
+                    det.lost(gap)
+            self._seq = seq
+            det.feed_payload(bytes(rec["payload"][: int(rec["length"])]), codec)
+            if det.done:
+                break
+        if det.done:
+            while (event := det.next_event()) is not None:
+                if isinstance(event, AmdDecision):
+                    self.on_decision(event)
+                    break
+
+    def finish(self, now_ns: int) -> dict:
+        self.closed = True
+        return self.summary()
+
+    def summary(self) -> dict:
+        decision = self.detector.decision
+        return {"amd": decision.verdict if decision is not None else ""}
+
+
+class CaptureFanout:
+    """Several consumers of one relay's capture (a recording and a detector)."""
+
+    def __init__(self, consumers):
+        self.consumers = list(consumers)
+        self.error = None
+
+    @property
+    def closed(self) -> bool:
+        return all(c.closed for c in self.consumers)
+
+    @property
+    def dropped(self) -> int:
+        return self.consumers[0].dropped
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        for c in self.consumers:
+            c.dropped = value
+
+    def feed(self, records, now_ns: int) -> None:
+        for c in self.consumers:
+            if not c.closed:
+                c.feed(records, now_ns)
+            if c.error:
+                self.error = c.error
+
+    def finish(self, now_ns: int) -> dict:
+        out: dict = {}
+        for c in self.consumers:
+            out.update(c.finish(now_ns) if not c.closed else c.summary())
+        return out
+
+    def summary(self) -> dict:
+        out: dict = {}
+        for c in self.consumers:
+            out.update(c.summary())
+        return out

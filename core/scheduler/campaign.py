@@ -125,6 +125,9 @@ class CampaignConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The prompt an abandoned call hears (telemarketing rules ask for a recording naming the caller: a WAV).
     abandon_message: str = "beep"
     dnc: str | None = None  # a do-not-call list file (one number a line, or CSV) added to the node's list
+    # Listen for an answering machine on each answered call before it goes to an agent (core.media.amd):
+    # machines are hung up and counted "machine" (their retry rule applies).
+    amd: bool = False
 
 
 def _minutes(text: str) -> int:
