@@ -209,7 +209,7 @@ def test_queue_rings_the_first_agent_and_bridges_the_answer(net):
     (seg,) = s.segments
     assert (seg.queue, seg.outcome, seg.answered_by, seg.agents_offered) == ("sales", QueueOutcome.ANSWERED, "carol", ("carol",))
     assert seg.left - seg.joined == pytest.approx(3.0)
-    kinds = [(e.kind, e.agent) for e in log(net) if e.kind != "status"]
+    kinds = [(e.kind, e.agent) for e in log(net) if e.kind not in ("status", "state")]
     assert kinds == [("join", ""), ("offer", "carol"), ("answer", "carol"), ("talk_end", "carol")]
     # Wrap-up: carol is not offered the next caller for 30 s; dave is.
     net.dial("800", caller=net.bob)
@@ -660,3 +660,16 @@ def test_an_outbound_call_with_machine_detection_waits_for_the_verdict(net):
     assert callee.state == TERMINATED
     (s,) = [s for s in net.switch.take(CallSummary) if s.call_id == machine]
     assert (s.amd, s.hangup_by) == ("machine", "switch")
+
+
+def test_the_agent_log_has_every_state_the_switch_gives_the_agent(net):
+    caller = queued(net)
+    agent = net.incoming(net.carol)
+    agent.answer(net.now + 2, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.flush(net.now + 2)
+    caller.bye(net.now + 10)
+    net.flush(net.now + 10)
+    net.run_until(net.now + 31)  # the queue's wrap-up is 30 s
+    states = [(e.at, e.reason) for e in log(net) if e.kind == "state" and e.agent == "carol"]
+    assert states == [(0.0, "offered"), (2.0, "talking"), (12.0, "wrap_up"), (42.0, "idle")]
+    assert net.switch.calls.acd.agent_stats("carol", net.now).state == "idle"

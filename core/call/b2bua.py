@@ -117,6 +117,7 @@ MENU = "menu"  # the IVR menu's digit deadline
 PROMPT_GUARD = "prompt guard"  # a prompt whose end the media engine never reported
 ACD_TIMER = "acd"
 ANNOUNCE = "announce"  # a queued caller's next announcement of position and expected wait
+IDLE_AFTER = "idle after wrap-up: "  # + agent id: the agent log's note that wrap-up is over
 AMD_GUARD = "amd guard"  # an answering-machine verdict that never came
 AMD_GUARD_SECONDS = 6.0
 # A prompt the engine never reports finished (no media plane) is taken as done after this.
@@ -264,6 +265,10 @@ def own_offer(codecs, address: str) -> SessionDescription:
     text = (f"v=0\r\no=switchcore 1 1 IN {kind} {address}\r\ns=-\r\nc=IN {kind} {address}\r\nt=0 0\r\n"
             f"m=audio 9 RTP/AVP {' '.join(formats)}\r\n{''.join(maps)}a=sendrecv\r\n")
     return parse_sdp(text.encode())
+
+
+# Queue-log kinds that change the agent's state (set by the switch).
+_AGENT_STATE = {"offer": "offered", "answer": "talking", "noanswer": "idle"}
 
 
 def _credentials(trunk) -> tuple[str, str] | None:
@@ -1306,6 +1311,8 @@ class B2BUA:
                     leg.session.bye(now)  # CANCEL while it rings
                 if isinstance(out, acd_model.OfferTimedOut) and call is not None:
                     self._log(now, "noanswer", queue=out.queue, member=out.member, agent=out.agent, reason="timeout")
+                elif isinstance(out, acd_model.OfferCancelled):
+                    self._log(now, "state", agent=out.agent, reason=acd_model.IDLE, detail=out.reason)
             elif isinstance(out, acd_model.MemberExited):
                 if call is not None:
                     self._log(now, "exit", queue=out.queue, member=out.member, wait=now - call.joined,
@@ -1326,7 +1333,12 @@ class B2BUA:
         return did
 
     def on_timer(self, name: str, now: float) -> None:
-        """The ACD's timer (ring timeouts, tiers, wrap-up, maximum waits)."""
+        """The ACD's timer (ring timeouts, tiers, wrap-up, maximum waits), and an agent's wrap-up end
+        for the agent log."""
+        if name.startswith(IDLE_AFTER):
+            self._log(now, "state", agent=name[len(IDLE_AFTER):], reason=acd_model.IDLE)
+            self.process(now)
+            return
         self._acd_timer = None
         self._acd_deadline = None
         self.acd.handle_timer(now)
@@ -1400,6 +1412,10 @@ class B2BUA:
 
     def _log(self, now: float, kind: str, **fields) -> None:
         self._events.append(QueueLogEntry(at=now, kind=kind, **fields))
+        # The agent's state (set by the switch) as it changes: the agent log's other half.
+        state = _AGENT_STATE.get(kind)
+        if state is not None and fields.get("agent"):
+            self._events.append(QueueLogEntry(at=now, kind="state", agent=fields["agent"], reason=state))
 
     # -- leg B's answers --------------------------------------------------------------------------
     def _answer_for_a(self, call: Call, body: bytes) -> bytes:
@@ -1468,6 +1484,7 @@ class B2BUA:
                 if agent is not None and agent not in call.busy_agents:
                     call.busy_agents.append(agent)
                     self.acd.handle_event(acd_model.AgentCallStarted(agent), now)
+                    self._log(now, "state", agent=agent, reason=acd_model.TALKING, member=call.id)
         self._bridge(call)
         self._events.append(CallConnected(call.id, self._make_summary(call, now, ANSWERED_D, 200, None)))
         call.timer = self.wheel.schedule(now + self.config.calls.max_duration, (call, MAX_DURATION))
@@ -1844,9 +1861,15 @@ class B2BUA:
             for agent in ([call.agent] if call.agent else []) + call.busy_agents:
                 talk = now - (call.segments[-1].left if call.agent == agent and call.segments else call.answered_at or now)
                 self.acd.handle_event(acd_model.CallEnded(agent), now)
+                wrap = self._wrap_up(agent, call)
                 self._log(now, "talk_end", agent=agent, member=call.id, wait=talk,
                           queue=call.segments[-1].queue if call.agent == agent and call.segments else "",
-                          detail=f"{self._wrap_up(agent, call):g}")
+                          detail=f"{wrap:g}")
+                if wrap > 0:
+                    self._log(now, "state", agent=agent, reason=acd_model.WRAP_UP, detail=f"{wrap:g}")
+                    self.wheel.schedule(now + wrap, (self, f"{IDLE_AFTER}{agent}"))
+                else:
+                    self._log(now, "state", agent=agent, reason=acd_model.IDLE)
         for name in call.trunks:
             self._trunk_calls[name] -= 1
             if self._trunk_calls[name] <= 0:
