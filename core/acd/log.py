@@ -16,6 +16,8 @@ member events (``member`` is the caller's Call-ID, ``queue`` its queue)
 agent events (``agent``)
   ``status``    the agent's status (``reason``: logged_out, available, on_break; ``detail``: the
                 break's reason code) — set by the agent or, for missed offers, by the switch
+  ``state``     the agent's state, set by the switch (``reason``: offered, talking, wrap_up, idle;
+                ``detail``: the wrap-up's seconds, or why an offer was withdrawn)
   ``talk_end``  the agent's call ended (``wait``: talk seconds), wrap-up (``detail``: its seconds)
                 starts
 
