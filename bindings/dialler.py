@@ -6,7 +6,8 @@ campaign, one ``core.scheduler.pacing.Pacer``. A campaign the node has never run
 paused or stopped one stays so (its state is stored).
 
 Every ``TICK`` seconds (and after a call ends) the dialler:
-1. tells each pacer which of its queue's agents are free, busy or gone (the ACD's agent states);
+1. tells each pacer which of its queue's agents are free, busy or gone (the ACD's agent states; an
+   agent with no phone registered is gone: the ACD cannot ring them);
 2. asks it how many calls to start (``decide``), takes that many dials from the store — each attempt is
    on disk as "dialling" before its INVITE leaves (write-ahead: nobody is dialled twice, even across a
    crash) — and has the call layer place them (``B2BUA.originate``: answered calls go to the campaign's
@@ -16,9 +17,10 @@ Every ``TICK`` seconds (and after a call ends) the dialler:
    "abandoned" in the queue log, "abandoned" in the campaign's results and in the call's record);
 4. commits what changed (results are committed here in groups; the attempt itself already was).
 
-The node hands it the call layer's events: ``CallConnected`` (an outbound call answered: the pacer's
-CallAnswered), a queue-log "answer" (it reached an agent: CallConnected), ``CallSummary`` (the call's
-result for the campaign and, if it was never answered, the pacer's CallFailed).
+The node hands it the call layer's events: ``LiveAnswer`` (an outbound call answered by a person — after
+the answering-machine detector, when the campaign has ``amd`` — the pacer's CallAnswered: the 2-second
+clock starts there), a queue-log "answer" (it reached an agent: CallConnected), ``CallSummary`` (the
+call's result for the campaign and, if it was never answered, the pacer's CallFailed).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from typing import Any
 from bindings.campaigns import CampaignStore
 from core.acd import model as acd_model
 from core.acd.log import QueueLogEntry
-from core.call.b2bua import B2BUA, CallConnected, CallSummary
+from core.call.b2bua import B2BUA, CallSummary, LiveAnswer
 from core.config import Config
 from core.scheduler import pacing
 from core.scheduler.campaign import NEW, RUNNING, Campaign, CampaignError, Dial, pacing_config
@@ -43,8 +45,12 @@ TICK = 0.25  # seconds between pacing decisions
 
 def campaign_result(summary: CallSummary, abandoned: bool) -> str:
     """What a finished call means for its contact (core.scheduler.campaign.RESULTS)."""
+    if summary.amd == "machine":
+        return "machine"
     if summary.answered_at is not None:
-        return "abandoned" if abandoned else "answered"
+        if abandoned or (summary.segments and not summary.agent):
+            return "abandoned"  # no agent took it: the 2-second rule, or the contact gave up waiting
+        return "answered"
     status = summary.leg_b_status or summary.status
     if summary.disposition == "busy":
         return "busy"
@@ -100,6 +106,11 @@ class Dialler:
 
     # -- the tick ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
+        # The call layer starts its ACD (agents configured "available" log in, phones registered
+        # before the start are known) and takes queued registrations only when it processes: on a
+        # node no one has called yet, the agents would otherwise stay logged out and a progressive
+        # campaign would never dial.
+        self.calls.process(now)
         for run in self.runs.values():
             pacer = run.pacer
             if pacer is not None:
@@ -118,7 +129,9 @@ class Dialler:
         acd = self.calls.acd
         for agent in run.agents:
             stats = acd.agent_stats(agent, now)
-            if stats.status == acd_model.LOGGED_OUT:
+            if stats.status == acd_model.LOGGED_OUT or not self._reachable(agent, now):
+                # No phone registered: the ACD cannot ring the agent (its "free agent" needs one), so
+                # a call dialled for them would wait and be abandoned.
                 state = "gone"
             elif stats.state == acd_model.IDLE and stats.status == acd_model.AVAILABLE:
                 state = "free"
@@ -131,10 +144,17 @@ class Dialler:
                 event = {"free": pacing.AgentFree, "busy": pacing.AgentBusy, "gone": pacing.AgentLoggedOut}[state]
                 run.pacer.handle(event(agent), now)
 
+    def _reachable(self, agent: str, now: float) -> bool:
+        """Whether one of the agent's phones is registered now."""
+        cfg = self.config.agent(agent)
+        registrar = self.calls.registrar
+        return cfg is not None and any(registrar.lookup(phone, now) for phone in cfg.phones)
+
     def _place(self, run: _Run, dial: Dial, now: float) -> None:
         call_id = self.calls.originate(
             dial.number, now, trunk=dial.trunk, target=f"queue:{dial.queue}", caller_id=dial.caller_id,
-            ring_timeout=dial.max_ring, campaign_id=dial.campaign, contact_id=dial.contact.id)
+            ring_timeout=dial.max_ring, campaign_id=dial.campaign, contact_id=dial.contact.id,
+            amd=run.config.amd)
         if call_id is None:
             # No channel or port: the attempt is closed as failed (its retry rule applies).
             run.campaign.result(dial.id, "failed", now)
@@ -152,7 +172,7 @@ class Dialler:
 
     # -- the call layer's events ----------------------------------------------------------------------
     def on_event(self, event: Any, now: float) -> None:
-        if isinstance(event, CallConnected):
+        if isinstance(event, LiveAnswer):
             found = self.dials.get(event.call_id)
             if found is not None and found[0].pacer is not None:
                 found[0].pacer.handle(pacing.CallAnswered(event.call_id), now)

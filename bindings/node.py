@@ -40,7 +40,7 @@ from bindings.storage import Storage
 from bindings.transport import TcpConnection, TcpRegistry, UdpTransport
 from core.call import B2BUA, CallSummary, MediaBridge, MediaRelease
 from core.acd.log import QueueLogEntry
-from core.call.b2bua import CallConnected, MediaPlay, MediaStop
+from core.call.b2bua import CallConnected, LiveAnswer, MediaPlay, MediaStop
 from core.config import Config, parse_listen
 from core.media.prompts import PlaybackDone
 from core.media.rtp import DtmfDigit
@@ -167,6 +167,7 @@ class Node:
         if local is not None:
             sessions = SessionLayer(self.endpoint.transactions, local, user=cfg.node.name)
             self.endpoint.calls = B2BUA(cfg, sessions, registrar)
+            self.endpoint.calls.start(time.time())  # agents configured "available" log in now
             if cfg.campaigns:
                 self.dialler = Dialler(cfg, self.storage, self.endpoint.calls, time.time())
                 self._dial_task = loop.create_task(self._dial_loop())
@@ -351,9 +352,10 @@ class Node:
                         self.queue_log.append(event)
                     if self.dialler is not None:
                         self.dialler.on_event(event, time.time())
-                elif isinstance(event, CallConnected):
+                elif isinstance(event, LiveAnswer):
                     if self.dialler is not None:
                         self.dialler.on_event(event, time.time())
+                elif isinstance(event, CallConnected):
                     if records is not None:
                         durable.append(records.connected(event, media.recording_of(event.call_id) if media is not None else ""))
                 elif isinstance(event, CallSummary):
