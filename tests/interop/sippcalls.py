@@ -129,6 +129,32 @@ def sipp_args(workdir: Path, name: str, scenario: str, host: str, port: int, med
     return cmd + list(args)
 
 
+def sipp_command(sipp: str, workdir: Path, name: str, scenario: str, host: str, port: int, *args: str,
+                 timeout: str = "30s") -> list[str]:
+    """A SIPp run of ``scenario`` on HOST:PORT over UDP, its errors, messages and statistics logged in
+    ``workdir`` under ``name``; bounded by ``timeout`` (a failed call past it)."""
+    return [
+        sipp, "-sf", str(SCENARIOS / scenario), "-t", "u1", "-i", host, "-p", str(port),
+        "-buff_size", "4194304", "-timeout", timeout, "-timeout_error", "-nostdin",
+        "-trace_err", "-error_file", str(workdir / f"{name}-errors.log"),
+        "-trace_msg", "-message_file", str(workdir / f"{name}-messages.log"),
+        "-trace_stat", "-stf", str(workdir / f"{name}-stats.csv"),
+        *args,
+    ]
+
+
+def register_phone(sipp: str, workdir: Path, name: str, user: str, password: str, host: str, port: int,
+                   node) -> None:
+    """REGISTER ``user`` with digest from HOST:PORT, the address a SIPp UAS will then listen on as that
+    user's phone (RFC 3261 §10.2); fails the test with SIPp's errors if it is not accepted."""
+    proc = subprocess.run(
+        sipp_command(sipp, workdir, f"{name}-register", "register_digest.xml", host, port, "-m", "1",
+                     "-key", "user", user, "-au", user, "-ap", password, f"{node.host}:{node.port}"),
+        cwd=workdir, capture_output=True, text=True, timeout=30)
+    errors = workdir / f"{name}-register-errors.log"
+    assert proc.returncode == 0, errors.read_text(errors="replace") if errors.exists() else proc.stderr
+
+
 def free_media_port(host: str) -> int:
     """An even UDP port with the next three free on ``host`` (SIPp's media port, +2 for video)."""
     for _ in range(100):

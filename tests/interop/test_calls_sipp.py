@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.sippcalls import UAS_HOST, counters_of, node_config, wait_bound
+from tests.interop.sippcalls import UAS_HOST, counters_of, node_config, sipp_command, wait_bound
 from tests.node import HOST, free_port
 
 pytestmark = pytest.mark.interop
@@ -30,15 +30,6 @@ CALLS = 5
 
 
 
-def sipp_command(sipp: str, workdir: Path, name: str, scenario: str, host: str, port: int, *args: str) -> list[str]:
-    return [
-        sipp, "-sf", str(SCENARIOS / scenario), "-t", "u1", "-i", host, "-p", str(port),
-        "-buff_size", "4194304", "-timeout", "30s", "-timeout_error", "-nostdin",
-        "-trace_err", "-error_file", str(workdir / f"{name}-errors.log"),
-        "-trace_msg", "-message_file", str(workdir / f"{name}-messages.log"),
-        "-trace_stat", "-stf", str(workdir / f"{name}-stats.csv"),
-        *args,
-    ]
 
 
 class Run:

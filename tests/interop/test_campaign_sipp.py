@@ -27,7 +27,8 @@ from bindings.campaigns import CampaignStore
 from bindings.storage import Storage
 from core.cdr.record import Direction
 from core.config import decode_config
-from tests.interop.sippcalls import SCENARIOS, UAS_HOST, read_records, stop_process, wait_bound
+from tests.interop.sippcalls import (UAS_HOST, read_records, register_phone, sipp_command,
+                                     stop_process, wait_bound)
 from tests.node import Node, free_port
 
 pytestmark = pytest.mark.interop
@@ -52,12 +53,6 @@ def window_now() -> tuple[str, str]:
     return f"{t.hour:02d}:00", f"{end:02d}:00"
 
 
-def sipp_command(sipp: str, workdir: Path, name: str, scenario: str, host: str, port: int, *args: str) -> list[str]:
-    return [sipp, "-sf", str(SCENARIOS / scenario), "-t", "u1", "-i", host, "-p", str(port),
-            "-buff_size", "4194304", "-timeout", "60s", "-timeout_error", "-nostdin",
-            "-trace_err", "-error_file", str(workdir / f"{name}-errors.log"),
-            "-trace_msg", "-message_file", str(workdir / f"{name}-messages.log"),
-            *args]
 
 
 @dataclass
@@ -108,17 +103,11 @@ class Phone:
         workdir.mkdir(parents=True, exist_ok=True)
 
     def register(self, node: Node) -> None:
-        proc = subprocess.run(
-            sipp_command(self.sipp, self.workdir, f"{self.name}-register", "register_digest.xml", self.host,
-                         self.port, "-m", "1", "-key", "user", self.user, "-au", self.user, "-ap", self.password,
-                         f"{node.host}:{node.port}"),
-            cwd=self.workdir, capture_output=True, text=True, timeout=30)
-        errors = self.workdir / f"{self.name}-register-errors.log"
-        assert proc.returncode == 0, errors.read_text(errors="replace") if errors.exists() else proc.stderr
+        register_phone(self.sipp, self.workdir, self.name, self.user, self.password, self.host, self.port, node)
 
     def start(self, scenario: str = "uas_agent_campaign.xml") -> None:
         self.proc = subprocess.Popen(
-            sipp_command(self.sipp, self.workdir, self.name, scenario, self.host, self.port),
+            sipp_command(self.sipp, self.workdir, self.name, scenario, self.host, self.port, timeout="60s"),
             cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_bound(self.host, self.port)
 
@@ -200,7 +189,7 @@ max_ring = 1.5
     def start_callee(self, talk_ms: int = 800, scenario: str = "uas_campaign_callee.xml") -> None:
         self.callee = subprocess.Popen(
             sipp_command(self.sipp, self.tmp / "callee", "callee", scenario, UAS_HOST,
-                         self.uas_port, "-d", str(talk_ms)),
+                         self.uas_port, "-d", str(talk_ms), timeout="60s"),
             cwd=self.tmp / "callee", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_bound(UAS_HOST, self.uas_port)
 

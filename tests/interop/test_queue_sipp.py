@@ -26,7 +26,7 @@ from bindings.acdlog import read_queue_log
 from bindings.storage import Storage
 from core.acd.log import QueueLogEntry, recompute
 from core.cdr.record import Disposition, HangupBy, QueueOutcome
-from tests.interop.sippcalls import SCENARIOS, read_records, stop_process, wait_bound
+from tests.interop.sippcalls import read_records, register_phone, sipp_command, stop_process, wait_bound
 from tests.node import HOST, Node, free_port
 
 pytestmark = pytest.mark.interop
@@ -72,13 +72,6 @@ def tiers(agents: list["AgentPhone"]) -> str:
 
 
 # -- SIPp as an agent's phone ------------------------------------------------------------------------
-def sipp_command(sipp: str, workdir: Path, name: str, scenario: str, host: str, port: int,
-                 *args: str) -> list[str]:
-    return [sipp, "-sf", str(SCENARIOS / scenario), "-t", "u1", "-i", host, "-p", str(port),
-            "-buff_size", "4194304", "-timeout", "30s", "-timeout_error", "-nostdin",
-            "-trace_err", "-error_file", str(workdir / f"{name}-errors.log"),
-            "-trace_msg", "-message_file", str(workdir / f"{name}-messages.log"),
-            *args]
 
 
 @dataclass
@@ -149,13 +142,7 @@ class AgentPhone:
 
     def register(self, node: Node) -> None:
         """REGISTER with digest from the address the UAS will listen on (RFC 3261 §10.2)."""
-        proc = subprocess.run(
-            sipp_command(self.sipp, self.workdir, f"{self.name}-register", "register_digest.xml", self.host,
-                         self.port, "-m", "1", "-key", "user", self.user, "-au", self.user, "-ap", self.password,
-                         f"{node.host}:{node.port}"),
-            cwd=self.workdir, capture_output=True, text=True, timeout=30)
-        errors = self.workdir / f"{self.name}-register-errors.log"
-        assert proc.returncode == 0, errors.read_text(errors="replace") if errors.exists() else proc.stderr
+        register_phone(self.sipp, self.workdir, self.name, self.user, self.password, self.host, self.port, node)
 
     def start(self, scenario: str, talk_ms: int = 100) -> "AgentPhone":
         """The phone's UAS from now on: ``scenario`` for every call it is offered."""
