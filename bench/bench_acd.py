@@ -145,3 +145,58 @@ def test_member_matched_to_free_agent(benchmark, impl, strategy):
     benchmark.pedantic(member_joins, setup=setup, rounds=rounds, warmup_rounds=10)
     assert matched[0] >= rounds, "every new caller must be offered to a free agent"
     benchmark.extra_info["offers_per_round"] = len([o for o in last if isinstance(o, Offer)])
+
+
+# --- the harness floor ----------------------------------------------------------------------------
+# What a round costs with an ACD that does nothing: the same round code as above (the timer, the
+# call of the round, handle_event, next_output until None), around a stand-in whose handle_event
+# and next_output are C builtins handing back outputs prepared before the round. The figures above
+# include this floor on both sides, so the ratio c/py can never exceed py / floor, however fast the
+# core: read the target's ratio against it.
+
+
+class _Idle:
+    """Stands in for the ACD: accepts the event, hands back ``outputs`` then None."""
+
+    def prepare(self, outputs: list) -> None:
+        self.handle_event = {}.get  # a C call taking (event, now) and doing nothing
+        self.next_output = iter([*outputs, None]).__next__
+
+
+def test_harness_floor_agent_free(benchmark):
+    benchmark.group = "harness floor: agent becomes free (one output, no ACD work)"
+    acd = _Idle()
+    offer = Offer("m1", "agent1", "q1")
+    last: list = []
+
+    def setup():
+        last.clear()
+        acd.prepare([offer])
+        return (CallEnded("agent1"), 1.0), {}
+
+    def agent_free(event, now):
+        acd.handle_event(event, now)
+        last.append(acd.next_output())
+
+    benchmark.pedantic(agent_free, setup=setup, rounds=ROUNDS["c"], warmup_rounds=100)
+    assert last == [offer]
+
+
+@pytest.mark.parametrize("offers", [1, 200], ids=["one offer", "ring-all 200 offers"])
+def test_harness_floor_member_joins(benchmark, offers):
+    benchmark.group = f"harness floor: member joins ({offers} output(s), no ACD work)"
+    acd = _Idle()
+    outputs = [Offer("m1", f"agent{i}", "q1") for i in range(offers)]
+    last: list = []
+
+    def setup():
+        last.clear()
+        acd.prepare(outputs)
+        return (MemberJoined("m1", "q1"), 1.0), {}
+
+    def member_joins(event, now):
+        acd.handle_event(event, now)
+        last.extend(drain(acd))
+
+    benchmark.pedantic(member_joins, setup=setup, rounds=ROUNDS["c"] // (10 if offers > 1 else 1), warmup_rounds=10)
+    assert last == outputs

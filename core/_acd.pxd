@@ -2,6 +2,7 @@
 # C arrays, indexed by small ints; the per-(queue, level) agent pools (an indexed heap or a bitset
 # in ring order, by strategy) and member heaps that make a match O(log n).
 
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
 
 cdef enum:
@@ -56,25 +57,31 @@ cdef struct AgentRec:
     int next_offer          # next agent offered the same member (ring-all), -1 end
     int call_queue          # queue of the current/last ACD call, -1 a direct call
     uint32_t gen
-    int first_entry, n_entries   # into DistributorState.agent_entries
+    int first_entry, n_entries   # its entries: entries[first_entry:first_entry + n_entries]
+    PyObject *id            # its id (borrowed: agent_ids holds it for the object's life)
 
 cdef struct EntryRec:
-    # An agent's place in one queue; keys are set when the agent enters the free pool (they do not
-    # change while it is free).
+    # An agent's place in one queue.
     int agent, queue, level, ring, skill_level
     int heap_pos            # in the pool's heap, -1 when absent
+
+cdef struct PoolItem:
+    # A free agent in a pool's heap, its keys inline (set when it enters the pool; they do not
+    # change while it is free), so that a sift compares within the heap's own array.
     double key1, key2
+    int agent, entry
 
 cdef struct Pool:
     # The agents of one tier level of one queue: ``ring`` lists entry ids in ring order; free
     # agents are a bitset over ring indexes (round robin, linear, random, ring-all) or an indexed
-    # min-heap of entry ids (longest idle, fewest calls, least talk time, skills).
+    # min-heap of PoolItems (longest idle, fewest calls, least talk time, skills).
     int n
     int *ring
+    int *ring_agent         # [ring index]: the entry's agent (read without touching the entry)
     uint64_t *bits
     int nwords
     int nfree
-    int *heap
+    PoolItem *heap
     int rr_last
 
 cdef struct MemberKey:
@@ -85,7 +92,9 @@ cdef struct MemberKey:
     uint32_t ticket
 
 cdef struct MemberHeap:
-    MemberKey *items        # 4-ary min-heap by rank (a sift touches half the cache lines)
+    MemberKey *items        # 4-ary min-heap by rank (a sift touches half the cache lines); placed
+                            # so that each node's four children share one 64-byte line
+    void *raw               # the allocation items lies in
     int n, cap
     int stale               # invalid entries still in items
 
@@ -116,6 +125,32 @@ cdef struct QueueRec:
     Pool pools[9]           # [level]
     MemberHeap heaps[9]     # [level]
 
+cdef struct IdSlot:
+    uint32_t hash           # the low 32 bits of the key's hash (8-byte slots: twice the slots a line)
+    int value               # -1: empty
+
+cdef struct IdTable:
+    # An id (str) -> index map with the hash inline: linear probing, load <= 1/2, deletion by
+    # backward shift (no tombstones). The keys themselves live in a Python list indexed by value.
+    IdSlot *slots
+    Py_ssize_t mask
+    Py_ssize_t n
+    unsigned char *homes    # [slot]: how many keys have it as their home (255: at least that);
+                            # 0 answers "absent" from a table an eighth of the size
+
+cdef struct KeySlot:
+    # A slot of a fixed id table (agents, queues): the key's text inline when it is a short ASCII
+    # str, so that a lookup reads one cache line and not the key object.
+    uint32_t hash
+    int value               # -1: empty
+    int length              # -1: not inline (compare the key objects)
+    int aux                 # agents: the first tier entry (fetched alongside the agent's record)
+    char text[16]
+
+cdef struct KeyTable:
+    KeySlot *slots
+    Py_ssize_t mask
+
 cdef struct TimerRec:
     double deadline
     long long seq
@@ -128,7 +163,6 @@ cdef class AutomaticCallDistributor:
     cdef int n_agents
     cdef EntryRec *entries
     cdef int n_entries
-    cdef int *agent_entries
     cdef QueueRec *queues
     cdef int n_queues
     cdef MemberRec *members
@@ -144,20 +178,22 @@ cdef class AutomaticCallDistributor:
 
     cdef list agent_ids
     cdef list agent_reasons
-    cdef dict agent_by_id
+    cdef KeyTable agent_by_id
     cdef list queue_names
     cdef list queue_configs
-    cdef dict queue_by_name
+    cdef KeyTable queue_by_name
     cdef dict phone_index
     cdef list member_ids
-    cdef dict member_by_id
-    cdef object out
+    cdef IdTable member_by_id
+    cdef list out               # outputs; next_output hands out[out_head] and moves on
+    cdef Py_ssize_t out_head
 
     cdef int _schedule(self, double deadline, int kind, int target, uint32_t gen) except -1
     cdef bint _timer_valid(self, TimerRec *t) noexcept
     cdef void _timer_pop(self) noexcept
     cdef int _fire(self, int kind, int target, double t) except -1
 
+    cdef int _agent_index(self, object agent_id) except -1
     cdef int _member_joined(self, object member_id, object queue, object priority, double now) except -1
     cdef int _new_slot(self) except -1
     cdef int _push_waiting(self, int m) except -1
@@ -181,3 +217,4 @@ cdef class AutomaticCallDistributor:
     cdef int _match_agent(self, int a, double now) except -1
     cdef int _match_member(self, int m, double now) except -1
     cdef int _choose(self, int q, int level) noexcept
+    cdef void _prefetch_likely_agent(self, QueueRec *q) noexcept

@@ -4,8 +4,8 @@ Every rule, order and tie-break is that of ``core/acd/_pyacd.py`` (read its "The
 first); this file keeps the same state in C arrays so that a match costs O(log n):
 
 * each queue has, per tier level, a pool of its agents: free ones sit in an indexed min-heap keyed
-  (strategy key, idle since, agent index) for longest-idle, fewest-calls, least-talk-time and
-  skills, or in a bitset over the level's ring order (position, then configuration order) for
+  (strategy key, idle since, agent index), the keys inline, for longest-idle, fewest-calls,
+  least-talk-time and skills, or in a bitset over the level's ring order (position, then configuration order) for
   round-robin (next set bit after the last offered), linear (first set bit), random (k-th set
   bit) and ring-all (every set bit). An agent's keys cannot change while it is free, so they are
   fixed when it enters the pools; an agent is in the pools of every queue it serves while free
@@ -14,17 +14,27 @@ first); this file keeps the same state in C arrays so that a match costs O(log n
   -priority * 2**42 + arrival, the keys inline (a sift stays in one array), with lazy removal
   (an entry is valid while the member waits with the entry's ticket), and a linked list in join
   order for the longest wait;
-* one timer heap keyed (deadline, order scheduled) with lazy cancellation by generation.
+* one timer heap keyed (deadline, order scheduled) with lazy cancellation by generation;
+* ids (agents, queues, members) map to indexes through open-addressing tables that keep the hash
+  (and, for agents and queues, a short ASCII id's text) in the slot, so a lookup reads one cache
+  line; the events of the matching path are read from their Struct slots directly; outputs go
+  to a list read from a moving head.
+
+With 10,000 agents and 100,000 callers the state does not fit in the caches, and a match is a
+chain of dependent loads (id → agent → its entries → queue heads → member → heap). The layout
+keeps that chain short (an agent's entries are contiguous, pool keys sit in the pool heaps,
+each heap node's four children share a line) and the loads that do not depend on each other are
+issued together (prefetches where the next addresses become known).
 
 One object owns all of it; nothing is locked, no clock is read (``now`` is an argument).
 """
 
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport Py_EQ, PyObject_Hash, PyObject_RichCompareBool
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memset
-
-from collections import deque
+from libc.string cimport memcmp, memcpy, memset
 
 from core.acd._pyacd import Plan
 from core.acd.model import (
@@ -38,10 +48,12 @@ from core.acd.model import (
 __all__ = ["AutomaticCallDistributor"]
 
 assert MAX_LEVEL == MAXL
+assert sizeof(MemberKey) == 16  # mheap_grow lays four to a cache line
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
     int __builtin_popcountll(unsigned long long) nogil
+    void __builtin_prefetch(const void *) nogil
 
 # The classes the dispatcher compares against, held in C globals (no module-dict lookup per event).
 cdef object _MemberJoined = MemberJoined
@@ -70,6 +82,47 @@ cdef object _S_MAX_WAIT = EXIT_MAX_WAIT
 cdef object _S_NO_ANSWER = PAUSE_NO_ANSWER
 
 
+# The fields of the events on the matching path are read straight from the Struct's slots, at the
+# offsets its member descriptors give (what ``event.member`` does, without the attribute lookup).
+# Only done for a type checked with ``type(event) is ...``, so the layout is that class's.
+
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        const char *name
+        int type
+        Py_ssize_t offset
+    int T_OBJECT_EX
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+
+cdef object _member_descriptor = type(MemberJoined.__dict__["member"])
+
+
+cdef Py_ssize_t field_offset(object cls, str name) except -1:
+    descr = cls.__dict__[name]
+    if type(descr) is not _member_descriptor or \
+            (<PyMemberDescrObject *>descr).d_member.type != T_OBJECT_EX:
+        raise TypeError(f"{cls.__name__}.{name} is not an object slot")
+    return (<PyMemberDescrObject *>descr).d_member.offset
+
+
+cdef inline object field(object obj, Py_ssize_t offset):
+    cdef PyObject *value = (<PyObject **>(<char *><PyObject *>obj + offset))[0]
+    if value == NULL:
+        raise AttributeError(offset)
+    return <object>value
+
+
+cdef Py_ssize_t _MJ_MEMBER = field_offset(MemberJoined, "member")
+cdef Py_ssize_t _MJ_QUEUE = field_offset(MemberJoined, "queue")
+cdef Py_ssize_t _MJ_PRIORITY = field_offset(MemberJoined, "priority")
+cdef Py_ssize_t _CE_AGENT = field_offset(CallEnded, "agent")
+cdef Py_ssize_t _OA_MEMBER = field_offset(OfferAnswered, "member")
+cdef Py_ssize_t _OA_AGENT = field_offset(OfferAnswered, "agent")
+
+
 # --- splitmix64 (the twin's generator, draw for draw) ---------------------------------------------
 
 cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
@@ -82,9 +135,7 @@ cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
 
 # --- agent pools: indexed heap of entries --------------------------------------------------------
 
-cdef inline bint entry_before(EntryRec *entries, int x, int y) noexcept nogil:
-    cdef EntryRec *a = &entries[x]
-    cdef EntryRec *b = &entries[y]
+cdef inline bint item_before(PoolItem *a, PoolItem *b) noexcept nogil:
     if a.key1 != b.key1:
         return a.key1 < b.key1
     if a.key2 != b.key2:
@@ -93,50 +144,48 @@ cdef inline bint entry_before(EntryRec *entries, int x, int y) noexcept nogil:
 
 
 cdef inline void pool_sift_up(Pool *p, EntryRec *entries, int i) noexcept nogil:
-    cdef int e = p.heap[i]
+    cdef PoolItem item = p.heap[i]
     cdef int parent
     while i > 0:
         parent = (i - 1) >> 1
-        if not entry_before(entries, e, p.heap[parent]):
+        if not item_before(&item, &p.heap[parent]):
             break
         p.heap[i] = p.heap[parent]
-        entries[p.heap[i]].heap_pos = i
+        entries[p.heap[i].entry].heap_pos = i
         i = parent
-    p.heap[i] = e
-    entries[e].heap_pos = i
+    p.heap[i] = item
+    entries[item.entry].heap_pos = i
 
 
 cdef inline void pool_sift_down(Pool *p, EntryRec *entries, int i) noexcept nogil:
     cdef int n = p.nfree
-    cdef int e = p.heap[i]
+    cdef PoolItem item = p.heap[i]
     cdef int child
     while True:
         child = 2 * i + 1
         if child >= n:
             break
-        if child + 1 < n and entry_before(entries, p.heap[child + 1], p.heap[child]):
+        if child + 1 < n and item_before(&p.heap[child + 1], &p.heap[child]):
             child += 1
-        if not entry_before(entries, p.heap[child], e):
+        if not item_before(&p.heap[child], &item):
             break
         p.heap[i] = p.heap[child]
-        entries[p.heap[i]].heap_pos = i
+        entries[p.heap[i].entry].heap_pos = i
         i = child
-    p.heap[i] = e
-    entries[e].heap_pos = i
+    p.heap[i] = item
+    entries[item.entry].heap_pos = i
 
 
 cdef inline void pool_heap_remove(Pool *p, EntryRec *entries, int e) noexcept nogil:
     cdef int i = entries[e].heap_pos
-    cdef int moved
     entries[e].heap_pos = -1
     p.nfree -= 1
     if i == p.nfree:
         return
-    moved = p.heap[p.nfree]
-    p.heap[i] = moved
-    entries[moved].heap_pos = i
+    p.heap[i] = p.heap[p.nfree]
+    entries[p.heap[i].entry].heap_pos = i
     pool_sift_up(p, entries, i)
-    pool_sift_down(p, entries, entries[moved].heap_pos)
+    pool_sift_down(p, entries, entries[p.heap[p.nfree].entry].heap_pos)
 
 
 # --- agent pools: bitset in ring order ------------------------------------------------------------
@@ -173,6 +222,195 @@ cdef inline int bits_kth(Pool *p, int k) noexcept nogil:
             return (w << 6) + __builtin_ctzll(word)
         k -= c
     return -1
+
+
+# --- id tables: str id -> index, hash inline -----------------------------------------------------
+# A dict keyed by fresh id strings, with members joining and leaving all the time, pays a cache miss
+# per probe to read each candidate key's hash from the key object, and its deleted entries lengthen
+# the probes of a miss (the duplicate check of every join) until the next resize. Here a probe reads
+# the hash from the slot itself and a removal shifts the run back, so a miss stops at the first
+# empty slot; the key is compared only on a full hash match.
+
+cdef int idt_init(IdTable *t, Py_ssize_t expected) except -1:
+    cdef Py_ssize_t cap = 16, i
+    while cap < 2 * expected + 2:
+        cap <<= 1
+    t.slots = <IdSlot *>PyMem_Malloc(cap * sizeof(IdSlot))
+    t.homes = <unsigned char *>PyMem_Malloc(cap)
+    if t.slots == NULL or t.homes == NULL:
+        raise MemoryError()
+    for i in range(cap):
+        t.slots[i].value = -1
+    memset(t.homes, 0, cap)
+    t.mask = cap - 1
+    t.n = 0
+    return 0
+
+
+cdef inline void idt_prefetch(IdTable *t, Py_hash_t h) noexcept:
+    __builtin_prefetch(&t.homes[<Py_ssize_t>(<uint32_t>h & <size_t>t.mask)])
+    __builtin_prefetch(&t.slots[<Py_ssize_t>(<uint32_t>h & <size_t>t.mask)])
+
+
+cdef inline int idt_lookup(IdTable *t, list keys, object key, Py_hash_t h) except -2:
+    """The value stored for ``key`` (whose hash is ``h``), or -1."""
+    cdef uint32_t h32 = <uint32_t>h
+    cdef Py_ssize_t i = <Py_ssize_t>(h32 & <size_t>t.mask)
+    cdef IdSlot *s
+    cdef object other
+    if t.homes[i] == 0:  # no key starts its run here: absent, without reading the big table
+        return -1
+    while True:
+        s = &t.slots[i]
+        if s.value < 0:
+            return -1
+        if s.hash == h32:
+            other = keys[s.value]
+            if other is key or PyObject_RichCompareBool(other, key, Py_EQ):
+                return s.value
+        i = (i + 1) & t.mask
+
+
+cdef int idt_insert(IdTable *t, Py_hash_t h, int value) except -1:
+    """Store ``value`` under hash ``h`` (the caller checked the key is absent)."""
+    cdef IdSlot *old
+    cdef unsigned char *homes
+    cdef Py_ssize_t cap, i, j
+    if 2 * (t.n + 1) > t.mask + 1:
+        old = t.slots
+        cap = (t.mask + 1) * 2
+        homes = <unsigned char *>PyMem_Malloc(cap)
+        t.slots = <IdSlot *>PyMem_Malloc(cap * sizeof(IdSlot))
+        if t.slots == NULL or homes == NULL:
+            PyMem_Free(t.slots)
+            PyMem_Free(homes)
+            t.slots = old
+            raise MemoryError()
+        PyMem_Free(t.homes)
+        t.homes = homes
+        memset(t.homes, 0, cap)
+        for i in range(cap):
+            t.slots[i].value = -1
+        for j in range(t.mask + 1):
+            if old[j].value >= 0:
+                i = <Py_ssize_t>(old[j].hash & <size_t>(cap - 1))
+                if t.homes[i] < 255:
+                    t.homes[i] += 1
+                while t.slots[i].value >= 0:
+                    i = (i + 1) & (cap - 1)
+                t.slots[i] = old[j]
+        t.mask = cap - 1
+        PyMem_Free(old)
+    i = <Py_ssize_t>(<uint32_t>h & <size_t>t.mask)
+    if t.homes[i] < 255:
+        t.homes[i] += 1
+    while t.slots[i].value >= 0:
+        i = (i + 1) & t.mask
+    t.slots[i].hash = <uint32_t>h
+    t.slots[i].value = value
+    t.n += 1
+    return 0
+
+
+cdef void idt_remove(IdTable *t, Py_hash_t h, int value) noexcept:
+    """Take out the slot holding ``value`` (stored under hash ``h``); shift its run back."""
+    cdef Py_ssize_t i = <Py_ssize_t>(<uint32_t>h & <size_t>t.mask)
+    cdef Py_ssize_t j, k
+    while t.slots[i].value != value:
+        if t.slots[i].value < 0:
+            return
+        i = (i + 1) & t.mask
+    k = <Py_ssize_t>(<uint32_t>h & <size_t>t.mask)
+    if t.homes[k] < 255:  # a saturated count stays: "maybe here" is always safe
+        t.homes[k] -= 1
+    j = i
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].value < 0:
+            break
+        k = <Py_ssize_t>(t.slots[j].hash & <size_t>t.mask)
+        # slot j may move back to i unless its home k lies cyclically in (i, j]
+        if (k > i and k <= j) if i <= j else (k > i or k <= j):
+            continue
+        t.slots[i] = t.slots[j]
+        i = j
+    t.slots[i].value = -1
+    t.n -= 1
+
+
+cdef extern from *:
+    """
+    #define PyList_GET_ITEM_PTR(list) (((PyListObject *)(list))->ob_item)
+    """
+    PyObject **PyList_GET_ITEM_PTR(list)
+
+cdef extern from "Python.h":
+    bint PyUnicode_CheckExact(object)
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    void *PyUnicode_DATA(object)
+
+
+cdef int kt_build(KeyTable *t, list keys) except -1:
+    """A fixed table of ``keys`` (distinct) -> their index; no insertion afterwards."""
+    cdef Py_ssize_t cap = 16, i, n = len(keys)
+    cdef KeySlot *s
+    cdef object key
+    cdef uint32_t h32
+    while cap < 2 * n + 2:
+        cap <<= 1
+    t.slots = <KeySlot *>PyMem_Malloc(cap * sizeof(KeySlot))
+    if t.slots == NULL:
+        raise MemoryError()
+    t.mask = cap - 1
+    for i in range(cap):
+        t.slots[i].value = -1
+    for v in range(n):
+        key = keys[v]
+        h32 = <uint32_t>PyObject_Hash(key)
+        i = <Py_ssize_t>(h32 & <size_t>t.mask)
+        while t.slots[i].value >= 0:
+            i = (i + 1) & t.mask
+        s = &t.slots[i]
+        s.hash = h32
+        s.value = v
+        s.length = -1
+        s.aux = 0
+        if PyUnicode_CheckExact(key) and PyUnicode_IS_COMPACT_ASCII(key) and \
+                PyUnicode_GET_LENGTH(key) <= <Py_ssize_t>sizeof(s.text):
+            s.length = <int>PyUnicode_GET_LENGTH(key)
+            memcpy(s.text, PyUnicode_DATA(key), s.length)
+    return 0
+
+
+cdef int kt_lookup(KeyTable *t, list keys, object key) except -2:
+    """The index of ``key``, or -1."""
+    cdef KeySlot *s = kt_find(t, keys, key)
+    return s.value if s != NULL else -1
+
+
+cdef KeySlot *kt_find(KeyTable *t, list keys, object key) except? NULL:
+    """The slot of ``key``, or NULL."""
+    cdef uint32_t h32 = <uint32_t>PyObject_Hash(key)
+    cdef Py_ssize_t i = <Py_ssize_t>(h32 & <size_t>t.mask)
+    cdef bint ascii = PyUnicode_CheckExact(key) and PyUnicode_IS_COMPACT_ASCII(key)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(key) if ascii else -1
+    cdef KeySlot *s
+    cdef object other
+    while True:
+        s = &t.slots[i]
+        if s.value < 0:
+            return NULL
+        if s.hash == h32:
+            if s.length >= 0 and ascii:
+                # both exact ASCII str: equal exactly when the texts are
+                if s.length == n and memcmp(s.text, PyUnicode_DATA(key), n) == 0:
+                    return s
+            else:
+                other = keys[s.value]
+                if other is key or PyObject_RichCompareBool(other, key, Py_EQ):
+                    return s
+        i = (i + 1) & t.mask
 
 
 # --- member heaps ---------------------------------------------------------------------------------
@@ -217,6 +455,26 @@ cdef inline void mheap_pop(MemberHeap *h) noexcept nogil:
     h.items[i] = last
 
 
+cdef int mheap_grow(MemberHeap *h, int cap) except -1:
+    """Move the heap to room for ``cap`` keys. MemberKey is 16 bytes, and the children of node i
+    are 4i+1..4i+4: with items[1] on a 64-byte boundary, each node's children fill exactly one
+    cache line, so a pop down the heap reads one line per level, not two."""
+    cdef void *raw = PyMem_Malloc((cap + 3) * sizeof(MemberKey) + 64)
+    cdef size_t line
+    cdef MemberKey *items
+    if raw == NULL:
+        raise MemoryError()
+    line = (<size_t>raw + 63) & ~(<size_t>63)
+    items = <MemberKey *>(line + 64 - sizeof(MemberKey))  # items[1] at line + 64
+    if h.n:
+        memcpy(items, h.items, h.n * sizeof(MemberKey))
+    PyMem_Free(h.raw)
+    h.raw = raw
+    h.items = items
+    h.cap = cap
+    return 0
+
+
 cdef inline bint key_valid(MemberRec *ms, MemberKey *k) noexcept nogil:
     return ms[k.slot].waiting and ms[k.slot].ticket == k.ticket
 
@@ -258,13 +516,16 @@ cdef class AutomaticCallDistributor:
     def __cinit__(self):
         self.agents = NULL
         self.entries = NULL
-        self.agent_entries = NULL
         self.queues = NULL
         self.members = NULL
         self.timers = NULL
         self.phone_up = NULL
         self.phone_agent = NULL
         self.n_queues = 0
+        self.agent_by_id.slots = NULL
+        self.queue_by_name.slots = NULL
+        self.member_by_id.slots = NULL
+        self.member_by_id.homes = NULL
 
     def __init__(self, queues, agents, *, seed=0):
         cdef int i, j, n, e, qi, level
@@ -272,7 +533,8 @@ cdef class AutomaticCallDistributor:
         cdef QueueRec *q
         cdef Pool *p
         plan = Plan(queues, agents)
-        self.out = deque()
+        self.out = []
+        self.out_head = 0
         self.rng = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
         self.member_seq = 0
         self.timer_seq = 0
@@ -285,7 +547,7 @@ cdef class AutomaticCallDistributor:
         memset(self.agents, 0, max(self.n_agents, 1) * sizeof(AgentRec))
         self.agent_ids = [agent.id for agent in plan.agents]
         self.agent_reasons = [""] * self.n_agents
-        self.agent_by_id = dict(plan.agent_index)
+        kt_build(&self.agent_by_id, self.agent_ids)
         for i, agent in enumerate(plan.agents):
             a = &self.agents[i]
             a.status = ST_LOGGED_OUT
@@ -297,6 +559,7 @@ cdef class AutomaticCallDistributor:
             a.offer_queue = -1
             a.next_offer = -1
             a.call_queue = -1
+            a.id = <PyObject *>self.agent_ids[i]
 
         # phones
         n = len(plan.phone_agent)
@@ -310,28 +573,31 @@ cdef class AutomaticCallDistributor:
             self.phone_up[i] = 0
             self.phone_agent[i] = j
 
-        # tier entries, and each agent's entries contiguous in agent_entries
+        # tier entries, numbered agent by agent (each agent's in queue order, as the plan's), so
+        # that an agent's entries are contiguous: entries[first_entry:first_entry + n_entries]
         self.n_entries = len(plan.entries)
         self.entries = <EntryRec *>PyMem_Malloc(max(self.n_entries, 1) * sizeof(EntryRec))
-        self.agent_entries = <int *>PyMem_Malloc(max(self.n_entries, 1) * sizeof(int))
-        if self.entries == NULL or self.agent_entries == NULL:
+        if self.entries == NULL:
             raise MemoryError()
-        for e, (qi, i, level, _position, skill) in enumerate(plan.entries):
-            self.entries[e].agent = i
-            self.entries[e].queue = qi
-            self.entries[e].level = level
-            self.entries[e].ring = 0
-            self.entries[e].skill_level = skill
-            self.entries[e].heap_pos = -1
-            self.entries[e].key1 = 0.0
-            self.entries[e].key2 = 0.0
+        renumbered = [0] * self.n_entries
         j = 0
         for i, ids in enumerate(plan.agent_entries):
             self.agents[i].first_entry = j
             self.agents[i].n_entries = len(ids)
             for e in ids:
-                self.agent_entries[j] = e
+                renumbered[e] = j
+                qi, _agent, level, _position, skill = plan.entries[e]
+                self.entries[j].agent = i
+                self.entries[j].queue = qi
+                self.entries[j].level = level
+                self.entries[j].ring = 0
+                self.entries[j].skill_level = skill
+                self.entries[j].heap_pos = -1
                 j += 1
+
+        for i in range(self.agent_by_id.mask + 1):
+            if self.agent_by_id.slots[i].value >= 0:
+                self.agent_by_id.slots[i].aux = self.agents[self.agent_by_id.slots[i].value].first_entry
 
         # queues and their pools
         n = len(plan.queues)
@@ -342,7 +608,7 @@ cdef class AutomaticCallDistributor:
         self.n_queues = n
         self.queue_names = [queue.name for queue in plan.queues]
         self.queue_configs = list(plan.queues)
-        self.queue_by_name = dict(plan.queue_index)
+        kt_build(&self.queue_by_name, self.queue_names)
         for qi, queue in enumerate(plan.queues):
             q = &self.queues[qi]
             q.strategy = STRATEGIES.index(queue.strategy)
@@ -367,20 +633,24 @@ cdef class AutomaticCallDistributor:
             p.n = len(ring)
             p.nwords = (p.n + 63) >> 6
             p.ring = <int *>PyMem_Malloc(p.n * sizeof(int))
-            p.heap = <int *>PyMem_Malloc(p.n * sizeof(int))
+            p.ring_agent = <int *>PyMem_Malloc(p.n * sizeof(int))
+            if p.ring_agent == NULL:
+                raise MemoryError()
+            p.heap = <PoolItem *>PyMem_Malloc(p.n * sizeof(PoolItem))
             p.bits = <uint64_t *>PyMem_Malloc(max(p.nwords, 1) * sizeof(uint64_t))
             if p.ring == NULL or p.heap == NULL or p.bits == NULL:
                 raise MemoryError()
             memset(p.bits, 0, max(p.nwords, 1) * sizeof(uint64_t))
             for i, e in enumerate(ring):
-                p.ring[i] = e
-                self.entries[e].ring = i
+                p.ring[i] = renumbered[e]
+                p.ring_agent[i] = self.entries[renumbered[e]].agent
+                self.entries[renumbered[e]].ring = i
 
         # members (slots grow on demand) and timers
         self.members_cap = 0
         self.free_slot = -1
         self.member_ids = []
-        self.member_by_id = {}
+        idt_init(&self.member_by_id, 8)  # grows by doubling
         self.timers_cap = 64
         self.n_timers = 0
         self.timers = <TimerRec *>PyMem_Malloc(self.timers_cap * sizeof(TimerRec))
@@ -393,17 +663,21 @@ cdef class AutomaticCallDistributor:
             for qi in range(self.n_queues):
                 for level in range(NLEVELS):
                     PyMem_Free(self.queues[qi].pools[level].ring)
+                    PyMem_Free(self.queues[qi].pools[level].ring_agent)
                     PyMem_Free(self.queues[qi].pools[level].heap)
                     PyMem_Free(self.queues[qi].pools[level].bits)
-                    PyMem_Free(self.queues[qi].heaps[level].items)
+                    PyMem_Free(self.queues[qi].heaps[level].raw)
         PyMem_Free(self.queues)
         PyMem_Free(self.agents)
         PyMem_Free(self.entries)
-        PyMem_Free(self.agent_entries)
         PyMem_Free(self.members)
         PyMem_Free(self.timers)
         PyMem_Free(self.phone_up)
         PyMem_Free(self.phone_agent)
+        PyMem_Free(self.agent_by_id.slots)
+        PyMem_Free(self.queue_by_name.slots)
+        PyMem_Free(self.member_by_id.slots)
+        PyMem_Free(self.member_by_id.homes)
 
     # --- the sans-IO face -------------------------------------------------------------------------
 
@@ -411,20 +685,21 @@ cdef class AutomaticCallDistributor:
         cdef object kind = type(event)
         cdef int a, status
         if kind is _MemberJoined:
-            self._member_joined(event.member, event.queue, event.priority, now)
+            self._member_joined(field(event, _MJ_MEMBER), field(event, _MJ_QUEUE),
+                                field(event, _MJ_PRIORITY), now)
         elif kind is _CallEnded:
-            self._call_ended(self.agent_by_id[event.agent], now)
+            self._call_ended(self._agent_index(field(event, _CE_AGENT)), now)
         elif kind is _OfferAnswered:
-            self._offer_answered(event.member, self.agent_by_id[event.agent], now)
+            self._offer_answered(field(event, _OA_MEMBER), self._agent_index(field(event, _OA_AGENT)), now)
         elif kind is _OfferRejected or kind is _NoAnswer:
-            a = self.agent_by_id[event.agent]
+            a = self._agent_index(event.agent)
             if self.agents[a].offer_member >= 0 and \
                     self.member_ids[self.agents[a].offer_member] == event.member:
                 self._missed(a, now, False)
         elif kind is _MemberLeft:
             self._member_left(event.member, now)
         elif kind is _AgentStatusChanged:
-            a = self.agent_by_id[event.agent]
+            a = self._agent_index(event.agent)
             if event.status not in _STATUS_NAMES:
                 raise ValueError(f"unknown agent status {event.status!r}")
             status = _STATUS_NAMES.index(event.status)
@@ -435,7 +710,7 @@ cdef class AutomaticCallDistributor:
         elif kind is _PhoneUnregistered:
             self._phone(event.phone, False, now)
         elif kind is _AgentCallStarted:
-            self._agent_call_started(self.agent_by_id[event.agent], now)
+            self._agent_call_started(self._agent_index(event.agent), now)
         else:
             raise TypeError(f"not an ACD event: {event!r}")
 
@@ -453,10 +728,29 @@ cdef class AutomaticCallDistributor:
         return self.timers[0].deadline if self.n_timers else None
 
     def next_output(self):
-        return self.out.popleft() if self.out else None
+        # A list read from a moving head: appending and taking are plain C-API list operations (a
+        # deque's are method calls); the list is emptied when the reader catches up.
+        cdef object item
+        cdef Py_ssize_t n = len(self.out)
+        if self.out_head >= n:
+            return None
+        item = self.out[self.out_head]
+        self.out[self.out_head] = None
+        self.out_head += 1
+        if self.out_head == n:
+            del self.out[:]
+            self.out_head = 0
+        elif self.out_head >= 1024 and 2 * self.out_head >= n:  # a reader that never catches up
+            del self.out[:self.out_head]
+            self.out_head = 0
+        return item
 
     def queue_stats(self, queue, double now):
-        cdef QueueRec *q = &self.queues[<int>self.queue_by_name[queue]]
+        cdef int qi = kt_lookup(&self.queue_by_name, self.queue_names, queue)
+        cdef QueueRec *q
+        if qi < 0:
+            raise KeyError(queue)
+        q = &self.queues[qi]
         return QueueStats(
             waiting=q.n_members,
             longest_wait=now - self.members[q.head].joined if q.head >= 0 else 0.0,
@@ -471,7 +765,7 @@ cdef class AutomaticCallDistributor:
         )
 
     def agent_stats(self, agent, double now):
-        cdef int i = self.agent_by_id[agent]
+        cdef int i = self._agent_index(agent)
         cdef AgentRec *a = &self.agents[i]
         return AgentStats(
             status=_STATUS_NAMES[a.status],
@@ -484,6 +778,17 @@ cdef class AutomaticCallDistributor:
             break_time=a.break_time + (now - a.break_since if a.status == ST_ON_BREAK else 0.0),
             missed_offers=a.missed,
         )
+
+    cdef int _agent_index(self, object agent_id) except -1:
+        cdef KeySlot *s = kt_find(&self.agent_by_id, self.agent_ids, agent_id)
+        if s == NULL:
+            raise KeyError(agent_id)
+        # Whatever the event, the agent's record and its tier entries come next: ask for both now
+        # rather than the entries only once the record (which says where they are) has arrived.
+        __builtin_prefetch(&self.agents[s.value])
+        __builtin_prefetch(<char *>&self.agents[s.value] + 64)
+        __builtin_prefetch(&self.entries[s.aux])
+        return s.value
 
     # --- timers -----------------------------------------------------------------------------------
 
@@ -613,11 +918,7 @@ cdef class AutomaticCallDistributor:
                 mheap_compact(h, self.members)
             else:
                 cap = h.cap * 2 if h.cap else 64
-                grown = <MemberKey *>PyMem_Realloc(h.items, cap * sizeof(MemberKey))
-                if grown == NULL:
-                    raise MemoryError()
-                h.items = grown
-                h.cap = cap
+                mheap_grow(h, cap)
         rec.ticket += 1
         rec.waiting = True
         h.items[h.n].rank = -(<long long>rec.priority) * (1LL << 42) + rec.seq
@@ -649,13 +950,23 @@ cdef class AutomaticCallDistributor:
         return -1
 
     cdef int _member_joined(self, object member_id, object queue, object priority, double now) except -1:
-        cdef int qi = self.queue_by_name[queue]
-        cdef QueueRec *q = &self.queues[qi]
+        cdef Py_hash_t h = PyObject_Hash(member_id)
+        cdef int qi
+        cdef QueueRec *q
         cdef MemberRec *m
         cdef int slot, level
-        cdef long long prio = priority
-        if member_id in self.member_by_id:
+        cdef long long prio
+        # The member table is the one structure here too big for the cache: start its lines on
+        # their way before the queue lookup.
+        idt_prefetch(&self.member_by_id, h)
+        qi = kt_lookup(&self.queue_by_name, self.queue_names, queue)
+        if qi < 0:
+            raise KeyError(queue)
+        q = &self.queues[qi]
+        self._prefetch_likely_agent(q)
+        if idt_lookup(&self.member_by_id, self.member_ids, member_id, h) >= 0:
             raise ValueError(f"member {member_id!r} is already queued")
+        prio = priority
         if not -MAX_PRIORITY <= prio <= MAX_PRIORITY:
             raise ValueError(f"priority {prio} is outside -{MAX_PRIORITY}..{MAX_PRIORITY}")
         if rule_applies(q, q.join_empty):
@@ -675,7 +986,6 @@ cdef class AutomaticCallDistributor:
         m.alive = True
         m.gen += 1
         self.member_ids[slot] = member_id
-        self.member_by_id[member_id] = slot
         # join order: append to the queue's list
         m.prev = q.tail
         m.next = -1
@@ -702,15 +1012,17 @@ cdef class AutomaticCallDistributor:
         self._match_member(slot, now)
         if self.members[slot].n_offers == 0:
             self._push_waiting(slot)
+        # Entered in the id table last: nothing above looks members up by id, and by now the
+        # table's line, asked for on entry, has arrived.
+        idt_insert(&self.member_by_id, h, slot)
         return 0
 
     cdef int _member_left(self, object member_id, double now) except -1:
-        cdef object found = self.member_by_id.get(member_id)
-        cdef int m, a
+        cdef int m = idt_lookup(&self.member_by_id, self.member_ids, member_id, PyObject_Hash(member_id))
+        cdef int a
         cdef QueueRec *q
-        if found is None:
+        if m < 0:
             return 0  # already answered or exited: the hang-up raced the ACD
-        m = found
         q = &self.queues[self.members[m].queue]
         if now - self.members[m].joined < q.short_abandon:
             q.short_abandoned += 1
@@ -743,7 +1055,7 @@ cdef class AutomaticCallDistributor:
         if rec.waiting:
             self._stop_waiting(m)
         rec.alive = False
-        del self.member_by_id[member_id]
+        idt_remove(&self.member_by_id, PyObject_Hash(member_id), m)
         self.member_ids[m] = None
         if rec.prev >= 0:
             self.members[rec.prev].next = rec.next
@@ -781,6 +1093,8 @@ cdef class AutomaticCallDistributor:
         cdef AgentRec *a = &self.agents[ai]
         cdef MemberRec *rec = &self.members[m]
         cdef QueueRec *q = &self.queues[qi]
+        __builtin_prefetch(PyList_GET_ITEM_PTR(self.member_ids)[m])  # the ids, for the Offer
+        __builtin_prefetch(a.id)
         if rec.waiting:
             self._stop_waiting(m)
         # append to the member's offers (order offered)
@@ -799,7 +1113,7 @@ cdef class AutomaticCallDistributor:
             self._set_free(ai, False)
         q.pools[entry.level].rr_last = entry.ring
         self._schedule(now + q.ring_timeout, T_OFFER, ai, a.gen)
-        self.out.append(_Offer(self.member_ids[m], self.agent_ids[ai], self.queue_names[qi]))
+        self.out.append(_Offer(self.member_ids[m], <object>a.id, self.queue_names[qi]))
         return 0
 
     cdef int _offer_answered(self, object member_id, int ai, double now) except -1:
@@ -968,20 +1282,20 @@ cdef class AutomaticCallDistributor:
             a.logged_in = logged_in
             step = 1 if logged_in else -1
             for j in range(first, first + n):
-                self.queues[self.entries[self.agent_entries[j]].queue].logged_in += step
+                self.queues[self.entries[j].queue].logged_in += step
             dropped = not logged_in
         if ready != a.ready:
             a.ready = ready
             step = 1 if ready else -1
             for j in range(first, first + n):
-                self.queues[self.entries[self.agent_entries[j]].queue].ready += step
+                self.queues[self.entries[j].queue].ready += step
             dropped = dropped or not ready
         became_free = free and not a.free
         if free != a.free and not became_free:
             self._set_free(ai, False)
         if dropped:
             for j in range(first, first + n):
-                q = &self.queues[self.entries[self.agent_entries[j]].queue]
+                q = &self.queues[self.entries[j].queue]
                 if q.n_members and rule_applies(q, q.leave_empty):
                     m = q.head
                     while m >= 0:
@@ -1003,25 +1317,28 @@ cdef class AutomaticCallDistributor:
         cdef int j, e, strategy
         cdef EntryRec *entry
         cdef Pool *p
+        cdef PoolItem *item
         a.free = free
         for j in range(a.first_entry, a.first_entry + a.n_entries):
-            e = self.agent_entries[j]
+            e = j
             entry = &self.entries[e]
             p = &self.queues[entry.queue].pools[entry.level]
             if self.queues[entry.queue].heap_pools:
                 if free:
                     strategy = self.queues[entry.queue].strategy
-                    entry.key2 = a.idle_since
+                    item = &p.heap[p.nfree]
+                    item.key2 = a.idle_since
                     if strategy == LIA:
-                        entry.key1 = a.idle_since
-                        entry.key2 = 0.0
+                        item.key1 = a.idle_since
+                        item.key2 = 0.0
                     elif strategy == FEWEST:
-                        entry.key1 = <double>a.calls
+                        item.key1 = <double>a.calls
                     elif strategy == LEAST_TALK:
-                        entry.key1 = a.talk_time
+                        item.key1 = a.talk_time
                     else:
-                        entry.key1 = -<double>entry.skill_level
-                    p.heap[p.nfree] = e
+                        item.key1 = -<double>entry.skill_level
+                    item.agent = ai
+                    item.entry = e
                     p.nfree += 1
                     pool_sift_up(p, self.entries, p.nfree - 1)
                 else:
@@ -1040,13 +1357,14 @@ cdef class AutomaticCallDistributor:
         """A free agent takes the first waiting member (priority, then arrival) it may serve."""
         cdef AgentRec *a = &self.agents[ai]
         cdef int j, e, level, head
-        cdef int best = -1, best_entry = -1
+        cdef int best = -1, best_entry = -1, best_level = 0
+        cdef MemberHeap *h
         cdef EntryRec *entry
         cdef QueueRec *q
         cdef MemberKey *k
         cdef MemberKey *best_key = NULL
         for j in range(a.first_entry, a.first_entry + a.n_entries):
-            e = self.agent_entries[j]
+            e = j
             entry = &self.entries[e]
             q = &self.queues[entry.queue]
             for level in range(entry.level, q.max_level + 1):
@@ -1057,7 +1375,17 @@ cdef class AutomaticCallDistributor:
                         best_key = k
                         best = head
                         best_entry = e
+                        best_level = level
         if best >= 0:
+            # The member's record and its id are far apart in memory and the offer needs both:
+            # ask for them together rather than one after the other.
+            __builtin_prefetch(&self.members[best])
+            __builtin_prefetch(&PyList_GET_ITEM_PTR(self.member_ids)[best])
+            # and the top of the heap it leaves (children of the root, then of those: five
+            # lines), which the pop would otherwise read one level after the other
+            h = &self.queues[self.entries[best_entry].queue].heaps[best_level]
+            for j in range(1, min(h.n, 21), 4):
+                __builtin_prefetch(&h.items[j])
             self._offer(best, best_entry, now)
         return 0
 
@@ -1099,6 +1427,35 @@ cdef class AutomaticCallDistributor:
                 return 0
         return 0
 
+    cdef void _prefetch_likely_agent(self, QueueRec *q) noexcept:
+        """Ask for the record and entries of the agent a new caller of ``q`` most likely goes to
+        (the pick at level 1, computed without drawing from the generator), so that they arrive
+        while the member table answers."""
+        cdef Pool *p = &q.pools[1]
+        cdef uint64_t state = self.rng
+        cdef int r, ai, e
+        if p.nfree == 0 or q.strategy == RINGALL:
+            return
+        if q.heap_pools:
+            ai = p.heap[0].agent
+            e = p.heap[0].entry
+        else:
+            if q.strategy == LINEAR_:
+                r = bits_next(p, 0)
+            elif q.strategy == RR:
+                r = bits_next(p, p.rr_last + 1)
+                if r < 0:
+                    r = bits_next(p, 0)
+            else:  # RANDOM_: the draw _choose will make, on a copy of the state
+                r = bits_kth(p, <int>(splitmix64(&state) % <uint64_t>p.nfree))
+            if r < 0:
+                return
+            ai = p.ring_agent[r]
+            e = p.ring[r]
+        __builtin_prefetch(&self.agents[ai])
+        __builtin_prefetch(<char *>&self.agents[ai] + 64)
+        __builtin_prefetch(&self.entries[e])
+
     cdef int _choose(self, int qi, int level) noexcept:
         cdef QueueRec *q = &self.queues[qi]
         cdef Pool *p = &q.pools[level]
@@ -1106,7 +1463,7 @@ cdef class AutomaticCallDistributor:
         if p.nfree == 0:
             return -1
         if q.heap_pools:
-            return p.heap[0]
+            return p.heap[0].entry
         if q.strategy == LINEAR_:
             r = bits_next(p, 0)
         elif q.strategy == RR:

@@ -720,3 +720,103 @@ def test_differential_streams_reach_every_output_kind():
     for seed in range(60):
         kinds |= _drive(seed, [IMPLEMENTATIONS["py"]])
     assert kinds == {"Offer", "OfferCancelled", "OfferTimedOut", "MemberExited", "AgentPaused"}
+
+
+class _SameHash(str):
+    """An id whose hash is shared by every other: every lookup walks one long run of collisions."""
+
+    def __hash__(self):
+        return 7
+
+
+def _churn(impl, seed: int, make_id) -> tuple[list, list, list]:
+    """Thousands of callers join and leave two ring-all and linear queues while agents answer and
+    hang up; ids come from ``make_id`` (so their text and hashes vary). Returns every output, the
+    final counters, and the errors raised by a duplicate join and by unknown names."""
+    rng = random.Random(seed)
+    staff = [Agent(make_id(f"agent-{i}"), phones=(f"p{i}",), max_no_answer=0) for i in range(40)]
+    queues = [
+        Queue(make_id("sales"), strategy=LINEAR, tiers=tuple(Tier(a.id) for a in staff[:20])),
+        Queue(make_id("support"), strategy=RING_ALL, tiers=tuple(Tier(a.id) for a in staff[15:])),
+    ]
+    acd = impl.AutomaticCallDistributor(queues, staff, seed=seed)
+    for i, agent in enumerate(staff):
+        acd.handle_event(AgentStatusChanged(make_id(f"agent-{i}"), AVAILABLE), 0.0)  # equal, not identical
+        acd.handle_event(PhoneRegistered(f"p{i}"), 0.0)
+    outputs, waiting, offers, talking = [], [], [], []
+    for step in range(6000):  # a rush (the queues grow past 2,000 callers), then they drain
+        now = step * 0.1
+        roll = rng.random()
+        if roll < (0.8 if step < 3000 else 0.25) or not waiting:
+            member = make_id(f"caller-{rng.randrange(8000)}")
+            if member in waiting:
+                continue
+            waiting.append(member)
+            event = MemberJoined(member, make_id(rng.choice(["sales", "support"])), rng.randint(0, 2))
+        elif roll < 0.65:
+            event = MemberLeft(waiting.pop(rng.randrange(len(waiting))))
+        elif roll < 0.85 and offers:
+            offer = offers.pop(rng.randrange(len(offers)))
+            event = OfferAnswered(offer.member, offer.agent)
+            talking.append(offer.agent)
+        elif talking:
+            event = CallEnded(talking.pop(rng.randrange(len(talking))))
+        else:
+            continue
+        acd.handle_event(event, now)
+        while (item := acd.next_output()) is not None:
+            outputs.append(item)
+            if isinstance(item, Offer):
+                offers.append(item)
+            elif isinstance(item, OfferCancelled):
+                offers[:] = [o for o in offers if (o.member, o.agent) != (item.member, item.agent)]
+        if isinstance(event, OfferAnswered) and event.member in waiting:
+            waiting.remove(event.member)
+    errors = []
+    for bad in (lambda: acd.handle_event(MemberJoined(waiting[0], make_id("sales")), now),
+                lambda: acd.handle_event(CallEnded(make_id("nobody")), now),
+                lambda: acd.handle_event(MemberJoined(make_id("new caller"), make_id("no such queue")), now),
+                lambda: acd.agent_stats(make_id("nobody"), now)):
+        with pytest.raises((ValueError, KeyError)) as caught:
+            bad()
+        errors.append(type(caught.value))
+    stats = [acd.queue_stats(q.name, now) for q in queues] + [acd.agent_stats(a.id, now) for a in staff]
+    return outputs, stats, errors
+
+
+@pytest.mark.parametrize("make_id", [
+    lambda text: "".join(text),                      # short ASCII, equal but never the same object
+    lambda text: f"{text}-with-a-name-longer-than-twenty-characters",
+    lambda text: f"{text}-é",                        # not ASCII
+    _SameHash,                                       # every id collides
+], ids=["ascii", "long", "non-ascii", "colliding"])
+def test_differential_member_churn_with_any_kind_of_id(make_id):
+    """Callers come and go by the thousand (a member may come back under the same id): the C
+    core's id tables must find, refuse and forget ids exactly as the twin's dicts do, whatever the
+    ids look like."""
+    if IMPLEMENTATIONS["c"] is None:
+        pytest.skip("core._acd is not built (python setup.py build_ext --inplace)")
+    py = _churn(IMPLEMENTATIONS["py"], 5, make_id)
+    c = _churn(IMPLEMENTATIONS["c"], 5, make_id)
+    assert len([o for o in py[0] if isinstance(o, Offer)]) > 500, "the churn must drive many offers"
+    assert c == py
+    assert py[2] == [ValueError, KeyError, KeyError, KeyError]
+
+
+def test_a_reader_that_lags_gets_every_output_in_order(impl):
+    """The call layer may take one output per step while ring-all queues produce dozens: nothing is
+    lost or reordered however far behind it falls."""
+    staff = agents(*[f"a{i}" for i in range(30)])
+    desk = Desk(impl, [queue("hunt", [a.id for a in staff], strategy=RING_ALL)], staff)
+    desk.ready(*[a.id for a in staff])
+    acd = desk.acd
+    taken = []
+    for n in range(200):
+        acd.handle_event(MemberJoined(f"m{n}", "hunt"), float(n))
+        acd.handle_event(MemberLeft(f"m{n}"), float(n))  # 30 offers, then 30 cancellations
+        taken.append(acd.next_output())
+    taken += desk.drain()
+    assert len(taken) == 200 * 60
+    assert [type(o) for o in taken[:30]] == [Offer] * 30
+    assert taken[-1] == OfferCancelled("m199", "a29", "hunt", "member_left")
+    assert [o.member for o in taken] == [f"m{n}" for n in range(200) for _ in range(60)]
