@@ -2,7 +2,8 @@
 
     switchcore cdr export [--data DIR | --config FILE] [--from T] [--to T] [--format csv|jsonl] [--output FILE]
     switchcore report --by DIMENSION [--interval 15|30|60] [--from T] [--to T] [--format table|csv|json]
-                      [--answer-within S] [--short-abandon S] [--totals] [--data DIR | --config FILE]
+                      [--answer-within S] [--short-abandon S] [--totals] [--key NAME ...]
+                      [--plot FILE.png [--plot-data FILE.csv]] [--data DIR | --config FILE]
     switchcore erlang b --erlangs A (--trunks N | --blocking P)      # blocking of N trunks / trunks for P
     switchcore erlang b --trunks N --blocking P                      # erlangs N trunks carry at P
     switchcore erlang c --erlangs A --aht S [--target-seconds T] (--agents N | --service-level P)
@@ -50,7 +51,7 @@ except ImportError:
     _cdrscan = None
 
 __all__ = ["export_main", "report_main", "erlang_main", "CSV_COLUMNS", "write_csv", "write_jsonl",
-           "REPORT_COLUMNS", "build_report"]
+           "REPORT_COLUMNS", "build_report", "plot_report", "PLOTTED", "PLOT_SIZE", "PLOT_DATA_COLUMNS"]
 
 
 class UsageError(Exception):
@@ -356,26 +357,118 @@ _SHORT = {
 }
 
 
-def build_report(reader, dimension: str, start: float | None, end: float | None, config, *,
+def build_report(reader, dimensions: str | typing.Iterable[str], start: float | None, end: float | None, config, *,
                  batch: int = 262_144, compiled: bool | None = None):
-    """A KpiBook of one dimension over the calls that ended in [start, end), from one cursor scan.
+    """A KpiBook of one dimension, or of several at once, over the calls that ended in [start, end), from one
+    cursor scan (every dimension is summed in the same pass over each batch).
 
     ``compiled`` picks the reader of the stored bytes (``KpiBook.add_encoded``); the books are equal.
     """
     from core.cdr.kpi import KpiBook
 
-    book = KpiBook(config, dimensions=(dimension,))
+    book = KpiBook(config, dimensions=(dimensions,) if isinstance(dimensions, str) else tuple(dimensions))
     for blobs in reader.scan(start, end, batch=batch):
         book.add_encoded(blobs, compiled=compiled)
     return book
 
 
-def _report_rows(book, dimension: str, totals: bool) -> list[tuple[str, str, object]]:
-    rows = [(key, _iso(start), figures) for (key, start), figures in book.report(dimension).items()]
+def _report_rows(book, dimension: str, totals: bool, keys: list[str] | None = None) -> list[tuple[str, str, object]]:
+    wanted = None if keys is None else set(keys)
+    rows = [(key, _iso(start), figures) for (key, start), figures in book.report(dimension).items()
+            if wanted is None or key in wanted]
     if totals:
-        keys = sorted({key for (dim, key, _), _c in book.groups(dimension)})
-        rows += [(key, "total", book.figures(dimension, key)) for key in keys]
+        present = sorted({key for (dim, key, _), _c in book.groups(dimension) if wanted is None or key in wanted})
+        rows += [(key, "total", book.figures(dimension, key)) for key in present]
     return rows
+
+
+# --------------------------------------------------------------------------------------------- plot
+# `report --plot FILE.png`: connect rate and service level per interval, drawn with matplotlib's Agg
+# renderer (no display, no GUI toolkit). matplotlib is imported here only, so the node and every other
+# command never pay its import (a few hundred milliseconds).
+
+PLOTTED = {  # the figures a plot draws, per dimension (docs/kpis.md says which dimensions have which)
+    "node": ("connect_rate_inbound", "connect_rate_outbound", "service_level"),
+    "trunk": ("connect_rate_inbound", "connect_rate_outbound"),
+    "queue": ("service_level",),
+    "campaign": ("connect_rate_inbound", "connect_rate_outbound", "service_level"),
+}
+PLOT_SIZE = (1200, 650)  # pixels: the PNG's width and height
+_PLOT_DPI = 100
+_SERIES = {"connect_rate_inbound": "inbound", "connect_rate_outbound": "outbound", "service_level": ""}
+PLOT_DATA_COLUMNS = ("key", "figure", "start", "percent")
+
+
+def plot_report(report: dict, path: str, *, dimension: str, interval: int, title: str,
+                data_path: str | None = None) -> int:
+    """Draw ``report`` ((key, interval start) → Figures, from ``KpiBook.report``) as a PNG at ``path``:
+    per key, connect rate (inbound, outbound) on the upper axes and service level on the lower, in percent,
+    against the interval start (UTC); an interval without calls is a gap in the line.
+
+    ``data_path``: also write, as CSV (``PLOT_DATA_COLUMNS``), the series read back from the drawn lines,
+    so what was plotted can be checked against the report. Returns the number of lines drawn.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure  # the object API: no pyplot, no global state, no backend chosen
+
+    names = PLOTTED[dimension]
+    panels = [p for p in (("connect rate (%)", [n for n in names if n.startswith("connect")]),
+                          ("service level (%)", [n for n in names if n == "service_level"])) if p[1]]
+    starts = sorted({start for _, start in report})
+    grid = np.arange(starts[0], starts[-1] + interval, interval, dtype=np.int64) if starts else np.empty(0, np.int64)
+    x = grid.astype("datetime64[s]")
+    keys = sorted({key for key, _ in report})
+    fig = Figure(figsize=(PLOT_SIZE[0] / _PLOT_DPI, PLOT_SIZE[1] / _PLOT_DPI), dpi=_PLOT_DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    drawn = []
+    for ax, (label, figure_names) in zip(axes, panels):
+        for key in keys:
+            for name in figure_names:
+                values = [getattr(report[(key, int(s))], name) if (key, int(s)) in report else None for s in grid]
+                if all(v is None for v in values):
+                    continue  # e.g. a node with no outbound calls: no empty line in the legend
+                y = np.array([np.nan if v is None else v * 100.0 for v in values])
+                series = " ".join(p for p in (key or '""', _SERIES[name]) if p)
+                (line,) = ax.plot(x, y, label=series, linewidth=1.2, marker=".", markersize=3)
+                drawn.append((line, key, name))
+        ax.set_ylabel(label)
+        ax.set_ylim(-2, 102)
+        ax.grid(True, alpha=0.3)
+        if ax.get_lines():
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        else:
+            ax.text(0.5, 0.5, "no calls to measure", transform=ax.transAxes, ha="center", va="center")
+    axes[-1].set_xlabel("interval start (UTC)")
+    locator = AutoDateLocator(tz=dt.timezone.utc)
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=dt.timezone.utc))
+    fig.suptitle(title)
+    fig.subplots_adjust(left=0.07, right=0.83, top=0.9, bottom=0.1, hspace=0.12)
+    fig.savefig(path, format="png", dpi=_PLOT_DPI)
+    if data_path is not None:
+        with open(data_path, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(PLOT_DATA_COLUMNS)
+            for line, key, name in drawn:  # what the lines hold, not what was meant to be drawn
+                xs = np.asarray(line.get_xdata()).astype("datetime64[s]").astype(np.int64)
+                for t, v in zip(xs.tolist(), np.asarray(line.get_ydata(), dtype=np.float64).tolist()):
+                    writer.writerow((key, name, _iso(t), "" if math.isnan(v) else repr(v)))
+    return len(drawn)
+
+
+def _plot_title(dimension: str, keys: list[str] | None, start: float | None, end: float | None, interval: int,
+                answer_within: float) -> str:
+    first = _iso(start) if start is not None else "the first record"
+    last = _iso(end) if end is not None else "the last record"
+    which = f"{dimension} {', '.join(k or chr(34) * 2 for k in keys)}" if keys else f"every {dimension}"
+    drawn = [text for text, shown in (("connect rate", any(n.startswith("connect") for n in PLOTTED[dimension])),
+                                      (f"service level (answered within {answer_within:g} s)",
+                                       "service_level" in PLOTTED[dimension])) if shown]
+    heading = " and ".join(drawn)
+    return (f"{heading[0].upper()}{heading[1:]} per {interval // 60}-minute interval\n"
+            f"{which}, calls that ended from {first} to {last}")
 
 
 def _cell(name: str, value) -> str:
@@ -402,6 +495,13 @@ def _report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--short-abandon", type=float, default=5.0, metavar="S",
                         help="abandons quicker than this are short (default 5)")
     parser.add_argument("--totals", action="store_true", help="add one row per key over the whole range")
+    parser.add_argument("--key", action="append", metavar="NAME",
+                        help="only this key of the dimension (repeatable; default: every key)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw connect rate and service level per interval to this PNG "
+                             "(node, trunk, queue, campaign)")
+    parser.add_argument("--plot-data", metavar="FILE.csv",
+                        help="with --plot: the plotted series as CSV (key, figure, start, percent)")
     return parser
 
 
@@ -411,16 +511,26 @@ def report_main(argv: list[str] | None = None) -> int:
 
         config = KpiConfig(interval=args.interval * 60, answer_within=args.answer_within,
                            short_abandon=args.short_abandon)
+        if args.plot_data is not None and args.plot is None:
+            raise UsageError("--plot-data goes with --plot")
+        if args.plot is not None and args.by not in PLOTTED:
+            raise UsageError(f"--plot: {args.by} figures have neither connect rate nor service level "
+                             f"(plot by {', '.join(PLOTTED)})")
         with _reader(args) as reader:
             book = build_report(reader, args.by, args.start, args.end, config)
-        rows = _report_rows(book, args.by, args.totals)
+        rows = _report_rows(book, args.by, args.totals, args.key)
+        if args.plot is not None:
+            report = {k: f for k, f in book.report(args.by).items() if args.key is None or k[0] in args.key}
+            title = _plot_title(args.by, args.key, args.start, args.end, config.interval, args.answer_within)
+            plot_report(report, args.plot, dimension=args.by, interval=config.interval, title=title,
+                        data_path=args.plot_data)
         names = [f.name for f in Figures.__dataclass_fields__.values()]
         dim = args.by
         if args.format == "json":
             doc = {
                 "dimension": dim, "interval_minutes": args.interval,
                 "from": args.start, "to": args.end,
-                "answer_within": args.answer_within, "short_abandon": args.short_abandon,
+                "answer_within": args.answer_within, "short_abandon": args.short_abandon, "keys": args.key,
                 "rows": [{dim: key, "start": start, **figures.as_dict()} for key, start, figures in rows],
             }
             with _output(args.output, binary=False) as out:

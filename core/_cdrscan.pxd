@@ -44,6 +44,18 @@ cdef struct Buf:              # a growable byte buffer (export output)
     Py_ssize_t cap
 
 
+cdef struct Tally:             # KPI counters per (dimension, key code, interval start), summed in one pass
+    Py_ssize_t* slots       # open addressing over groups, linear probing; -1 is empty
+    Py_ssize_t mask
+    int8_t* dim             # per group
+    int32_t* code
+    int64_t* start          # interval start, seconds
+    int64_t* sums           # per group, len(TALLY_FIELDS) counters
+    Py_ssize_t n
+    Py_ssize_t cap
+    int64_t interval
+
+
 cdef class NameTable:
     """Names (queues, agents, trunks ...) → small int codes, looked up by their UTF-8 bytes."""
     cdef Py_ssize_t* slots      # open addressing, linear probing; -1 is empty

@@ -11,7 +11,8 @@ sits is read from the Struct definitions when this module is imported, never wri
 
 Each reader here has a pure-Python twin that is its specification and its oracle in the tests:
 ``scan_columns`` ↔ ``core.cdr.kpi.Columns.from_records(decode_views(...))``, ``csv_rows`` ↔
-``bindings.reports.write_csv``'s per-view rows, ``json_lines`` ↔ ``write_jsonl``'s msgspec conversion. The
+``bindings.reports.write_csv``'s per-view rows, ``json_lines`` ↔ ``write_jsonl``'s msgspec conversion,
+``tally`` (every dimension's KPI counters from the columns in one pass) ↔ ``KpiBook.add_columns``'s numpy. The
 output is the same to the byte (the differential tests say so). Anything this reader does not handle exactly
 as its twin would — a value of an unexpected type, a time numpy would print differently, a character the csv
 module treats in an unforeseen way — raises ``Unsupported`` before anything of the batch is returned, and the
@@ -34,7 +35,7 @@ from core.cdr.record import CallRecord, Direction, Disposition, Leg, QueueOutcom
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.math cimport NAN, floor, isnan
+from libc.math cimport NAN, fabs, floor, isnan, rint
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset, strlen
@@ -43,7 +44,8 @@ cdef extern from "Python.h":
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int* ptype) except NULL
     void PyMem_Free(void* p)
 
-__all__ = ["Unsupported", "scan_columns", "csv_rows", "json_lines", "CSV_QUOTED"]
+__all__ = ["Unsupported", "scan_columns", "tally", "TALLY_DIMENSIONS", "TALLY_FIELDS", "csv_rows", "json_lines",
+           "CSV_QUOTED"]
 
 
 class Unsupported(ValueError):
@@ -943,6 +945,279 @@ def scan_columns(values, *, bint calls=True, bint agents=True) -> dict:
     scan = ColumnScan(calls, agents)
     scan.add(values)
     return scan.columns()
+
+
+# ============================================================================================ KPI tally
+
+# The counters of core.cdr.kpi.KpiBook summed in C from the columns, for every dimension in one pass over
+# them (the twin is KpiBook.add_columns's numpy path: one bincount per counter and dimension). Each duration
+# is rounded to milliseconds with rint (round-half-even, as np.rint) from the same IEEE expression, and the
+# sums are exact int64, as the twin's float64 sums of whole numbers are below 2**53; a time that cannot be
+# binned exactly (NaN, infinite, beyond 2**53) or a sum that the twin could not keep exact raises
+# Unsupported, and the caller hands the batch to the twin.
+
+TALLY_DIMENSIONS = ("node", "trunk", "queue", "agent", "campaign")
+TALLY_FIELDS = (
+    "inbound_offered", "inbound_answered", "outbound_attempted", "outbound_answered", "connect_ms", "talk_ms",
+    "pdd_ms", "pdd_calls", "queued", "queue_answered", "queue_abandoned", "short_abandoned", "answered_within",
+    "abandoned_within", "wait_ms", "answer_wait_ms", "abandon_wait_ms", "handled", "handle_ms", "offers",
+) + tuple(d.name.lower() for d in Disposition)
+
+cdef enum:
+    D_NODE = 0
+    D_TRUNK = 1
+    D_QUEUE = 2
+    D_AGENT = 3
+    D_CAMPAIGN = 4
+    T_IN_OFFERED = 0
+    T_IN_ANSWERED = 1
+    T_OUT_ATTEMPTED = 2
+    T_OUT_ANSWERED = 3
+    T_CONNECT = 4
+    T_TALK = 5
+    T_PDD = 6
+    T_PDD_CALLS = 7
+    T_QUEUED = 8
+    T_Q_ANSWERED = 9
+    T_Q_ABANDONED = 10
+    T_SHORT = 11
+    T_ANS_WITHIN = 12
+    T_ABN_WITHIN = 13
+    T_WAIT = 14
+    T_ANS_WAIT = 15
+    T_ABN_WAIT = 16
+    T_HANDLED = 17
+    T_HANDLE = 18
+    T_OFFERS = 19
+    T_DISP = 20  # + disposition code
+
+cdef Py_ssize_t NFIELDS = len(TALLY_FIELDS)
+cdef int64_t ANSWERED_CODE = _DISPOSITION_VALUES.index(Disposition.ANSWERED.value)
+cdef int8_t Q_ANSWERED_CODE = _OUTCOME_VALUES.index(QueueOutcome.ANSWERED.value)
+cdef int8_t Q_ABANDONED_CODE = _OUTCOME_VALUES.index(QueueOutcome.ABANDONED.value)
+cdef double EXACT = 9007199254740992.0  # 2**53: whole numbers below it are exact in a double
+
+
+cdef int tally_grow(Tally* t) except -1:
+    cdef Py_ssize_t cap = t.cap * 2 if t.cap else 1024, i, j, size = (cap * 2)
+    cdef Py_ssize_t* slots
+    t.dim = <int8_t*>realloc(t.dim, cap * sizeof(int8_t))
+    t.code = <int32_t*>realloc(t.code, cap * sizeof(int32_t))
+    t.start = <int64_t*>realloc(t.start, cap * sizeof(int64_t))
+    t.sums = <int64_t*>realloc(t.sums, cap * NFIELDS * sizeof(int64_t))
+    slots = <Py_ssize_t*>malloc(size * sizeof(Py_ssize_t))
+    if t.dim == NULL or t.code == NULL or t.start == NULL or t.sums == NULL or slots == NULL:
+        free(slots)
+        raise MemoryError()
+    memset(slots, 0xff, size * sizeof(Py_ssize_t))
+    free(t.slots)
+    t.slots = slots
+    t.mask = size - 1
+    t.cap = cap
+    for i in range(t.n):
+        j = tally_hash(t.dim[i], t.code[i], t.start[i]) & t.mask
+        while t.slots[j] >= 0:
+            j = (j + 1) & t.mask
+        t.slots[j] = i
+    return 0
+
+
+cdef inline uint64_t tally_hash(int8_t dim, int32_t code, int64_t start) noexcept nogil:
+    cdef uint64_t h = <uint64_t>start * 0x9E3779B97F4A7C15ULL
+    h ^= (<uint64_t>code << 3 | <uint64_t>dim) * 0xC2B2AE3D27D4EB4FULL
+    return h ^ (h >> 29)
+
+
+cdef inline Py_ssize_t tally_group(Tally* t, int8_t dim, int32_t code, int64_t start) except -1:
+    # The group's index (its counters are t.sums[index * NFIELDS ...]; a pointer would not survive a grow).
+    cdef Py_ssize_t j, i
+    j = tally_hash(dim, code, start) & t.mask
+    while True:
+        i = t.slots[j]
+        if i < 0:
+            break
+        if t.start[i] == start and t.code[i] == code and t.dim[i] == dim:
+            return i
+        j = (j + 1) & t.mask
+    if (t.n + 1) * 2 > t.cap:  # keep the table at most a quarter full (slots = 2 × cap)
+        tally_grow(t)
+        return tally_group(t, dim, code, start)
+    i = t.n
+    t.n += 1
+    t.slots[j] = i
+    t.dim[i] = dim
+    t.code[i] = code
+    t.start[i] = start
+    memset(t.sums + i * NFIELDS, 0, NFIELDS * sizeof(int64_t))
+    return i
+
+
+cdef inline int64_t bin_start(double t, int64_t interval) except? -1:
+    # floor(t / interval) × interval, as the twin's np.floor(t / iv); only times it bins exactly.
+    cdef double q = floor(t / <double>interval)
+    if not (fabs(t) < EXACT):
+        raise Unsupported("a time the report cannot bin exactly")
+    return <int64_t>q * interval
+
+
+cdef inline int64_t ms(double x) except? -1:
+    cdef double r = rint(x)
+    if not (fabs(r) < EXACT):
+        raise Unsupported("a duration the report cannot sum exactly")
+    return <int64_t>r
+
+
+def tally(cols, int64_t interval, double answer_within_ms, double short_abandon_ms, dimensions):
+    """Every counter of every (dimension, key code, interval start) group of one batch of KPI columns.
+
+    ``cols`` has core.cdr.kpi.Columns's attributes; ``dimensions`` the names kept (of ``TALLY_DIMENSIONS``).
+    Returns (dimension index int8, key code int32, start int64, counters int64 of shape (groups, fields)),
+    the fields named by ``TALLY_FIELDS``.
+    """
+    cdef bint keep[5]
+    cdef int d
+    for d in range(5):
+        keep[d] = TALLY_DIMENSIONS[d] in dimensions
+    cdef bint has_calls = cols.has_calls, has_agents = cols.has_agents
+    cdef int32_t empty = cols.empty
+    cdef Tally t
+    memset(&t, 0, sizeof(Tally))
+    t.interval = interval
+    cdef const double[::1] offered, answered, ended, pdd, seg_joined, seg_left, seg_agent_ended, seg_acw, offer_time
+    cdef const int8_t[::1] direction, seg_outcome
+    cdef const int64_t[::1] disposition, seg_rec
+    cdef const int32_t[::1] node, trunk, campaign, seg_queue, seg_agent, offer_agent
+    cdef Py_ssize_t i, n, r, k
+    cdef int64_t start, connect, talk, pdd_ms, wait, handle, disp
+    cdef int64_t* row
+    cdef Py_ssize_t groups[3]
+    cdef int nrows
+    cdef bint inbound, ans, abn, timed, has_pdd
+    cdef double agent_end
+    cdef int8_t outcome
+    cdef int32_t code
+    cdef int8_t[::1] out_dim
+    cdef int32_t[::1] out_code
+    cdef int64_t[::1] out_start
+    cdef int64_t[:, ::1] out_sums
+    f64 = lambda name: np.ascontiguousarray(getattr(cols, name), dtype=np.float64)
+    i32 = lambda name: np.ascontiguousarray(getattr(cols, name), dtype=np.int32)
+    ended = f64("ended")
+    seg_rec = np.ascontiguousarray(cols.seg_rec, dtype=np.int64)
+    seg_queue = i32("seg_queue")
+    seg_joined, seg_left = f64("seg_joined"), f64("seg_left")
+    seg_agent_ended, seg_acw = f64("seg_agent_ended"), f64("seg_acw")
+    seg_outcome = np.ascontiguousarray(cols.seg_outcome, dtype=np.int8)
+    seg_agent = i32("seg_agent")
+    offer_agent, offer_time = i32("offer_agent"), f64("offer_time")
+    if has_calls:
+        offered, answered, pdd = f64("offered"), f64("answered"), f64("pdd")
+        direction = np.ascontiguousarray(cols.direction, dtype=np.int8)
+        disposition = np.ascontiguousarray(cols.disposition, dtype=np.int64)
+        node, trunk, campaign = i32("node"), i32("trunk"), i32("campaign")
+    try:
+        tally_grow(&t)
+        # ---- calls: node, trunk and campaign, binned by offer time
+        if has_calls and (keep[D_NODE] or keep[D_TRUNK] or keep[D_CAMPAIGN]):
+            n = offered.shape[0]
+            for i in range(n):
+                start = bin_start(offered[i], interval)
+                disp = disposition[i]
+                if disp < 0 or T_DISP + disp >= NFIELDS:
+                    raise Unsupported("disposition code out of range")
+                ans = disp == ANSWERED_CODE
+                timed = ans and not isnan(answered[i])
+                inbound = direction[i] == 0
+                connect = talk = pdd_ms = 0
+                if timed:
+                    connect = ms((answered[i] - offered[i]) * 1000.0)
+                    talk = ms((ended[i] - answered[i]) * 1000.0)
+                has_pdd = not isnan(pdd[i])
+                if has_pdd:
+                    pdd_ms = ms(pdd[i] * 1000.0)
+                nrows = 0
+                if keep[D_NODE]:
+                    groups[nrows] = tally_group(&t, D_NODE, node[i], start); nrows += 1
+                if keep[D_TRUNK] and trunk[i] != empty:
+                    groups[nrows] = tally_group(&t, D_TRUNK, trunk[i], start); nrows += 1
+                if keep[D_CAMPAIGN] and campaign[i] != empty:
+                    groups[nrows] = tally_group(&t, D_CAMPAIGN, campaign[i], start); nrows += 1
+                for k in range(nrows):
+                    row = t.sums + groups[k] * NFIELDS
+                    if inbound:
+                        row[T_IN_OFFERED] += 1
+                        row[T_IN_ANSWERED] += ans
+                    else:
+                        row[T_OUT_ATTEMPTED] += 1
+                        row[T_OUT_ANSWERED] += ans
+                    row[T_CONNECT] += connect
+                    row[T_TALK] += talk
+                    row[T_PDD] += pdd_ms
+                    row[T_PDD_CALLS] += has_pdd
+                    row[T_DISP + disp] += 1
+        # ---- queue segments: queue, node and campaign by join time; the answering agent by leave time
+        n = seg_rec.shape[0]
+        for i in range(n):
+            r = seg_rec[i]
+            if r < 0 or r >= ended.shape[0]:
+                raise Unsupported("segment of no record")
+            outcome = seg_outcome[i]
+            ans = outcome == Q_ANSWERED_CODE
+            abn = outcome == Q_ABANDONED_CODE
+            wait = ms((seg_left[i] - seg_joined[i]) * 1000.0)
+            handle = 0
+            if ans:
+                agent_end = ended[r] if isnan(seg_agent_ended[i]) else seg_agent_ended[i]
+                handle = ms((agent_end - seg_left[i]) * 1000.0)
+                handle += ms(seg_acw[i] * 1000.0)
+            nrows = 0
+            if keep[D_QUEUE] and seg_queue[i] != empty:
+                groups[nrows] = tally_group(&t, D_QUEUE, seg_queue[i], bin_start(seg_joined[i], interval)); nrows += 1
+            if has_calls and keep[D_NODE]:
+                groups[nrows] = tally_group(&t, D_NODE, node[r], bin_start(seg_joined[i], interval)); nrows += 1
+            if has_calls and keep[D_CAMPAIGN] and campaign[r] != empty:
+                groups[nrows] = tally_group(&t, D_CAMPAIGN, campaign[r], bin_start(seg_joined[i], interval)); nrows += 1
+            for k in range(nrows):
+                row = t.sums + groups[k] * NFIELDS
+                row[T_QUEUED] += 1
+                row[T_WAIT] += wait
+                if ans:
+                    row[T_Q_ANSWERED] += 1
+                    row[T_ANS_WAIT] += wait
+                    row[T_ANS_WITHIN] += wait <= answer_within_ms
+                    row[T_HANDLED] += 1
+                    row[T_HANDLE] += handle
+                elif abn:
+                    row[T_Q_ABANDONED] += 1
+                    row[T_ABN_WAIT] += wait
+                    row[T_SHORT] += wait < short_abandon_ms
+                    row[T_ABN_WITHIN] += wait <= answer_within_ms
+            if keep[D_AGENT] and has_agents and ans and seg_agent[i] != empty:
+                row = t.sums + tally_group(&t, D_AGENT, seg_agent[i], bin_start(seg_left[i], interval)) * NFIELDS
+                row[T_HANDLED] += 1
+                row[T_HANDLE] += handle
+        # ---- rings: the agent rung, by the segment's leave time
+        if keep[D_AGENT] and has_agents:
+            for i in range(offer_agent.shape[0]):
+                code = offer_agent[i]
+                if code != empty:
+                    t.sums[tally_group(&t, D_AGENT, code, bin_start(offer_time[i], interval)) * NFIELDS + T_OFFERS] += 1
+        for i in range(t.n * NFIELDS):
+            if not (-EXACT < <double>t.sums[i] < EXACT):
+                raise Unsupported("a sum beyond what the report keeps exactly")
+        dims = np.empty(t.n, dtype=np.int8)
+        codes = np.empty(t.n, dtype=np.int32)
+        starts = np.empty(t.n, dtype=np.int64)
+        sums = np.empty((t.n, NFIELDS), dtype=np.int64)
+        if t.n:
+            out_dim, out_code, out_start, out_sums = dims, codes, starts, sums
+            memcpy(&out_dim[0], t.dim, t.n * sizeof(int8_t))
+            memcpy(&out_code[0], t.code, t.n * sizeof(int32_t))
+            memcpy(&out_start[0], t.start, t.n * sizeof(int64_t))
+            memcpy(&out_sums[0, 0], t.sums, t.n * NFIELDS * sizeof(int64_t))
+        return dims, codes, starts, sums
+    finally:
+        free(t.slots); free(t.dim); free(t.code); free(t.start); free(t.sums)
 
 
 # ============================================================================================ CSV

@@ -128,6 +128,50 @@ def test_report_from_stored_bytes_equals_the_live_book(interval, compiled):
         assert one.report(dim) == live.report(dim) and one.report(dim)
 
 
+def _books(cols, config, dimensions):
+    """The book of the C tally and the book of its numpy twin, from the same columns."""
+    books = []
+    for compiled in (True, False):
+        book = KpiBook(config, dimensions)
+        book.add_columns(cols, compiled=compiled)
+        books.append(book)
+    return books
+
+
+@pytest.mark.parametrize("interval", [900, 3600, 7])
+@pytest.mark.parametrize("dimensions", [("node", "trunk", "queue", "agent", "campaign"), ("queue",), ("agent",),
+                                        ("trunk", "campaign"), ("node", "agent")])
+def test_one_pass_tally_equals_the_numpy_books(interval, dimensions):
+    config = KpiConfig(interval=interval, answer_within=15.0, short_abandon=3.0)
+    for records in (synthetic_records(3000, seed=interval), awkward_records(800, seed=interval)):
+        blobs = [encode(r) for r in records]
+        calls = bool(set(dimensions) & {"node", "trunk", "campaign"})
+        agents = "agent" in dimensions
+        for cols in (Columns.from_encoded(blobs, calls=calls, agents=agents, compiled=True),
+                     Columns.from_records(records, calls=calls, agents=agents)):
+            dims, codes, starts, sums = _cdrscan.tally(cols, interval, 15000.0, 3000.0, frozenset(dimensions))
+            assert {_cdrscan.TALLY_DIMENSIONS[d] for d in dims.tolist()} == set(dimensions)  # taken in C
+            assert sums.shape == (len(dims), len(_cdrscan.TALLY_FIELDS)) and sums.sum() > 0
+            c, py = _books(cols, config, dimensions)
+            assert c == py
+            for dim in dimensions:
+                assert c.report(dim) == py.report(dim) and c.report(dim)
+
+
+def test_tally_declines_times_it_cannot_bin_and_the_twin_counts_them():
+    records = synthetic_records(300, seed=12)
+    odd = [msgspec.structs.replace(records[0], offered=math.inf),
+           msgspec.structs.replace(records[1], offered=1e17)]  # beyond 2**53 ms: not binned exactly in C
+    for bad in odd:
+        cols = Columns.from_records(records[2:] + [bad])
+        with pytest.raises(_cdrscan.Unsupported):
+            _cdrscan.tally(cols, 900, 20000.0, 5000.0, frozenset(("node",)))
+        assert both(lambda compiled: _book([encode(r) for r in records[2:] + [bad]], compiled).report("node"))
+    # A book whose dimensions do not read the odd time is summed in C as usual.
+    cols = Columns.from_records(records[2:] + [odd[0]], calls=False)
+    assert _cdrscan.tally(cols, 900, 20000.0, 5000.0, frozenset(("queue",)))[0].size
+
+
 def test_columns_from_lmdb_memoryviews_inside_the_read_transaction(tmp_path):
     records = awkward_records(800, seed=8)
     env = lmdb.open(str(tmp_path), map_size=1 << 26, max_dbs=1)

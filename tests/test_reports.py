@@ -8,12 +8,19 @@ import enum
 import io
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 
 from bindings.cdr import CdrWriter
-from bindings.reports import CSV_COLUMNS, erlang_main, export_main, report_main
+from bindings.cli import main as cli_main
+from bindings.reports import (CSV_COLUMNS, PLOT_DATA_COLUMNS, PLOT_SIZE, PLOTTED, erlang_main, export_main,
+                              report_main)
 from bindings.storage import Storage
 from core.cdr import erlang
 from core.cdr.kpi import DIMENSIONS, KpiBook, KpiConfig
@@ -21,6 +28,7 @@ from core.cdr.record import CallRecord, Disposition, HangupBy, Leg, QueueOutcome
 from tests.test_kpi import synthetic_records
 
 T0 = 1_700_000_100.0
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +223,89 @@ def test_erlang_a_with_patience(capsys):
     assert result["agents"] <= 14  # callers who give up free agents: never more than Erlang C's 14
     with pytest.raises(SystemExit):  # Erlang A needs a patience
         erlang_main(["a", "--erlangs", "10", "--aht", "180", "--agents", "12"])
+
+
+# --------------------------------------------------------------------------------------------- plot
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"  # the first chunk of every PNG
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _plotted(path) -> dict[tuple[str, str, str], float | None]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and tuple(rows[0]) == PLOT_DATA_COLUMNS
+    return {(r["key"], r["figure"], r["start"]): (float(r["percent"]) if r["percent"] else None) for r in rows}
+
+
+@pytest.mark.parametrize("dimension,interval,keys", [("node", 30, []), ("queue", 15, ["q1", "q3"]),
+                                                     ("trunk", 60, [])])
+def test_report_plot_draws_the_reports_connect_rate_and_service_level(store, tmp_path, dimension, interval, keys):
+    data, records = store
+    start, end = T0 + 7200.0, T0 + 30 * 3600.0
+    png, series, table = tmp_path / "kpi.png", tmp_path / "kpi.csv", tmp_path / "report.csv"
+    argv = ["report", "--data", str(data), "--by", dimension, "--interval", str(interval), "--from", str(start),
+            "--to", str(end), "--answer-within", "15", "--format", "csv", "-o", str(table),
+            "--plot", str(png), "--plot-data", str(series)]
+    for key in keys:
+        argv += ["--key", key]
+    assert cli_main(argv) == 0
+    assert _png_size(png) == PLOT_SIZE
+    # Every plotted point is the report's figure, in percent, at its interval start (UTC); an interval in
+    # which a key has no call to measure is a gap, never a zero.
+    book = KpiBook.from_records(_in_range(records, start, end), KpiConfig(interval=interval * 60, answer_within=15.0),
+                                dimensions=(dimension,))
+    report = {k: f for k, f in book.report(dimension).items() if not keys or k[0] in keys}
+    starts = sorted({s for _, s in report})
+    grid = range(starts[0], starts[-1] + interval * 60, interval * 60)
+    expected = {}
+    for key in sorted({k for k, _ in report}):
+        for name in PLOTTED[dimension]:
+            values = [getattr(report[(key, s)], name) if (key, s) in report else None for s in grid]
+            if any(v is not None for v in values):
+                expected.update({(key, name, dt.datetime.fromtimestamp(s, dt.timezone.utc).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ")): (None if v is None else v * 100.0) for s, v in zip(grid, values)})
+    got = _plotted(series)
+    assert got == expected
+    assert sum(v is None for v in got.values()) < len(got) / 2  # mostly drawn, a few gaps
+    assert {k for k, _, _ in got} == (set(keys) if keys else {r.node if dimension == "node" else r.trunk
+                                                              for r in _in_range(records, start, end)} - {""})
+    # The same run's CSV report holds the same service levels for the keys asked for.
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row[dimension] for row in rows} == {k for k, _, _ in got}
+    if dimension != "trunk":
+        for row in rows:
+            plotted = got[(row[dimension], "service_level", row["start"])]
+            assert plotted == (float(row["service_level"]) * 100.0 if row["service_level"] else None)
+
+
+def test_report_plot_picture_has_the_lines(store, tmp_path):
+    data, _ = store
+    png = tmp_path / "q.png"
+    assert cli_main(["report", "--data", str(data), "--by", "queue", "--key", "q0", "--plot", str(png),
+                     "--from", "2023-11-15", "--to", "2023-11-15T12:00", "-o", str(tmp_path / "t.txt")]) == 0
+    from matplotlib import colors, image
+
+    pixels = image.imread(str(png))[:, :, :3]
+    blue = np.array(colors.to_rgb("C0"), dtype=pixels.dtype)  # the first line's colour
+    assert (np.abs(pixels - blue).max(axis=2) < 0.02).sum() > 500  # a line, not an empty frame
+    assert (tmp_path / "t.txt").read_text().startswith("queue")
+
+
+def test_report_plot_is_refused_for_agents_and_matplotlib_stays_unloaded_without_it(store, tmp_path, capsys):
+    data, _ = store
+    assert cli_main(["report", "--data", str(data), "--by", "agent", "--plot", str(tmp_path / "a.png")]) == 1
+    assert "neither connect rate nor service level" in capsys.readouterr().err
+    assert not (tmp_path / "a.png").exists()
+    assert cli_main(["report", "--data", str(data), "--by", "queue", "--plot-data", str(tmp_path / "x.csv")]) == 1
+    # The other commands never import matplotlib: a report without --plot, in a fresh interpreter.
+    code = ("import sys; from bindings.cli import main; "
+            f"rc = main(['report', '--data', {str(data)!r}, '--by', 'node', '-o', {os.devnull!r}]); "
+            "print(rc, 'matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "False"], done.stderr

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import gc
 import math
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Iterable, Iterator, Sequence
 
 import msgspec
@@ -149,45 +152,48 @@ class Counters:
         return f"Counters({nonzero})"
 
     def figures(self) -> Figures:
-        """Every KPI of docs/kpis.md; None where the denominator is zero (no call to measure)."""
+        """Every KPI of docs/kpis.md; None where the denominator is zero (no call to measure).
 
-        def ratio(num: float, den: float) -> float | None:
-            return num / den if den else None
-
-        def seconds(ms: int, den: int) -> float | None:
-            return ms / den / 1000.0 if den else None
-
-        calls = self.inbound_offered + self.outbound_attempted
-        seizures = calls - self.refused_no_channel
+        Each ratio is written out as ``num / den if den else None`` (a time: ``ms / den / 1000.0``) rather than
+        through a helper: a report computes this for every group, and the calls were half of its time.
+        """
+        inbound_offered, outbound_attempted = self.inbound_offered, self.outbound_attempted
+        answered, queued, handled = self.answered, self.queued, self.handled
+        queue_answered, queue_abandoned = self.queue_answered, self.queue_abandoned
+        answered_within, short_abandoned = self.answered_within, self.short_abandoned
+        refused, pdd_calls, offers = self.refused_no_channel, self.pdd_calls, self.offers
+        logged_in_ms, busy_ms = self.logged_in_ms, self.handle_ms
+        calls = inbound_offered + outbound_attempted
+        seizures = calls - refused
         # ITU-T E.425: answer, user busy, ring-no-answer and terminal rejection are network successes.
-        effective = self.answered + self.busy + self.no_answer + self.declined
-        answered_or_other = self.queued - self.queue_abandoned
-        not_short = self.queued - self.short_abandoned
-        busy_ms = self.handle_ms
+        effective = answered + self.busy + self.no_answer + self.declined
+        answered_or_other = queued - queue_abandoned
+        not_short = queued - short_abandoned
+        ready_ms = busy_ms + self.available_ms
         return Figures(
-            calls=calls,
-            connect_rate_inbound=ratio(self.inbound_answered, self.inbound_offered),
-            connect_rate_outbound=ratio(self.outbound_answered, self.outbound_attempted),
-            call_loss_rate=ratio(self.refused_no_channel, calls),
-            answer_seizure_ratio=ratio(self.answered, seizures),
-            network_effectiveness_ratio=ratio(effective, seizures),
-            post_dial_delay=seconds(self.pdd_ms, self.pdd_calls),
-            average_connect_time=seconds(self.connect_ms, self.answered),
-            average_call_duration=seconds(self.talk_ms, self.answered),
-            queued=self.queued,
-            queue_answer_rate=ratio(self.queue_answered, self.queued),
-            abandonment_rate=ratio(self.queue_abandoned, self.queued),
-            abandonment_rate_excluding_short=ratio(self.queue_abandoned - self.short_abandoned, not_short),
-            service_level_ignoring_abandons=ratio(self.answered_within, answered_or_other),
-            service_level=ratio(self.answered_within, self.queued),
-            service_level_abandons_met=ratio(self.answered_within + self.abandoned_within, self.queued),
-            average_speed_of_answer=seconds(self.answer_wait_ms, self.queue_answered),
-            average_queue_time=seconds(self.wait_ms, self.queued),
-            average_time_to_abandon=seconds(self.abandon_wait_ms, self.queue_abandoned),
-            average_handle_time=seconds(self.handle_ms, self.handled),
-            occupancy=ratio(busy_ms, busy_ms + self.available_ms) if self.logged_in_ms else None,
-            utilisation=ratio(busy_ms, self.logged_in_ms),
-            agent_answer_rate=ratio(self.handled, self.offers),
+            calls,
+            self.inbound_answered / inbound_offered if inbound_offered else None,  # connect_rate_inbound
+            self.outbound_answered / outbound_attempted if outbound_attempted else None,  # connect_rate_outbound
+            refused / calls if calls else None,  # call_loss_rate
+            answered / seizures if seizures else None,  # answer_seizure_ratio
+            effective / seizures if seizures else None,  # network_effectiveness_ratio
+            self.pdd_ms / pdd_calls / 1000.0 if pdd_calls else None,  # post_dial_delay
+            self.connect_ms / answered / 1000.0 if answered else None,  # average_connect_time
+            self.talk_ms / answered / 1000.0 if answered else None,  # average_call_duration
+            queued,
+            queue_answered / queued if queued else None,  # queue_answer_rate
+            queue_abandoned / queued if queued else None,  # abandonment_rate
+            (queue_abandoned - short_abandoned) / not_short if not_short else None,  # ..._excluding_short
+            answered_within / answered_or_other if answered_or_other else None,  # service_level_ignoring_abandons
+            answered_within / queued if queued else None,  # service_level
+            (answered_within + self.abandoned_within) / queued if queued else None,  # service_level_abandons_met
+            self.answer_wait_ms / queue_answered / 1000.0 if queue_answered else None,  # average_speed_of_answer
+            self.wait_ms / queued / 1000.0 if queued else None,  # average_queue_time
+            self.abandon_wait_ms / queue_abandoned / 1000.0 if queue_abandoned else None,  # ..._time_to_abandon
+            busy_ms / handled / 1000.0 if handled else None,  # average_handle_time
+            (busy_ms / ready_ms if ready_ms else None) if logged_in_ms else None,  # occupancy
+            busy_ms / logged_in_ms if logged_in_ms else None,  # utilisation
+            handled / offers if offers else None,  # agent_answer_rate
         )
 
 
@@ -251,9 +257,10 @@ class KpiBook:
         return {g: c.as_tuple() for g, c in self._groups.items() if any(c.as_tuple())}
 
     def groups(self, dimension: str | None = None) -> Iterator[tuple[Group, Counters]]:
-        for group, counters in sorted(self._groups.items()):
-            if dimension is None or group[0] == dimension:
-                yield group, counters
+        items = self._groups.items()
+        if dimension is not None:  # only that dimension's groups are sorted
+            items = [item for item in items if item[0][0] == dimension]
+        yield from sorted(items, key=itemgetter(0))
 
     def counters(self, dimension: str, key: str, start: float | None = None) -> Counters:
         """The counters of one key in one interval (the one holding ``start``), or over all intervals."""
@@ -272,7 +279,8 @@ class KpiBook:
     def report(self, dimension: str) -> dict[tuple[str, int], Figures]:
         """Every KPI of every key of one dimension, per interval: (key, interval start) → Figures."""
         _check_dimension(dimension)
-        return {(key, start): c.figures() for (dim, key, start), c in self.groups(dimension)}
+        with _gc_paused():  # one Figures per group, none in a cycle: no collection needs to rescan the process
+            return {(key, start): c.figures() for (dim, key, start), c in self.groups(dimension)}
 
     def rollup(self, interval: int) -> KpiBook:
         """The same counters in coarser intervals (a multiple of this book's interval)."""
@@ -394,18 +402,14 @@ class KpiBook:
         """Add stored records (the values of one LMDB cursor scan), decoding only what this book reads.
 
         ``compiled`` picks the reader (``Columns.from_encoded``): by default the C one when it is built.
-        The cyclic garbage collector is paused while the batch is decoded: a million short-lived views
-        would otherwise trigger collections that rescan them all (a third of the time, measured).
+        The cyclic garbage collector is paused while the batch is decoded and added: a million short-lived
+        views, or tens of thousands of new counters, would otherwise trigger collections that rescan every
+        object of the process (a third of the time, measured).
         """
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _gc_paused():
             cols = Columns.from_encoded(blobs, calls=self.needs_call_columns, agents=self.needs_agent_columns,
                                         compiled=compiled)
-        finally:
-            if was_enabled:
-                gc.enable()
-        self.add_columns(cols)
+            self.add_columns(cols, compiled=COMPILED if compiled is None else compiled)
 
     @property
     def needs_agent_columns(self) -> bool:
@@ -416,8 +420,20 @@ class KpiBook:
         """Whether this book reads per-call columns (node, trunk and campaign figures do)."""
         return bool(self.dimensions & {"node", "trunk", "campaign"})
 
-    def add_columns(self, cols: Columns) -> None:
-        """Add a batch: per dimension, group ids (key code × interval) and one bincount per counter."""
+    def add_columns(self, cols: Columns, *, compiled: bool = False) -> None:
+        """Add a batch: per dimension, group ids (key code × interval) and one bincount per counter.
+
+        ``compiled=True`` sums every dimension in one pass in C (``core._cdrscan.tally``); the numpy code
+        below is its twin and takes any batch the C tally declines (a time it cannot bin exactly).
+        """
+        if compiled:
+            if _cdrscan is None:
+                raise RuntimeError("core._cdrscan is not built (python setup.py build_ext --inplace)")
+            try:
+                self._add_tally(cols)
+                return
+            except _cdrscan.Unsupported:
+                pass
         names = cols.names
         iv = self.config.interval
         if (self.needs_call_columns and not cols.has_calls) or (self.needs_agent_columns and not cols.has_agents):
@@ -488,6 +504,28 @@ class KpiBook:
             self._scatter("agent", names, cols.offer_agent, np.floor(cols.offer_time / iv),
                           cols.offer_agent != cols.empty, {"offers": np.ones(cols.offer_agent.size, dtype=bool)})
 
+    def _add_tally(self, cols: Columns) -> None:
+        if (self.needs_call_columns and not cols.has_calls) or (self.needs_agent_columns and not cols.has_agents):
+            raise ValueError("these columns lack what this book keeps (calls=True for node, trunk and campaign "
+                             "figures, agents=True for agent figures)")
+        dims, codes, starts, sums = _cdrscan.tally(cols, self.config.interval, float(self._t_ms),
+                                                   float(self._short_ms), self.dimensions)
+        # The tally's columns in COUNTER_FIELDS order (the agent-time inputs are never in a record: zeros).
+        order = [_cdrscan.TALLY_FIELDS.index(name) if name in _cdrscan.TALLY_FIELDS else -1
+                 for name in COUNTER_FIELDS]
+        sums = np.concatenate([sums, np.zeros((sums.shape[0], 1), dtype=sums.dtype)], axis=1)[:, order]
+        names, groups = cols.names, self._groups
+        for d, code, start, row in zip(dims.tolist(), codes.tolist(), starts.tolist(), sums.tolist()):
+            group = (DIMENSIONS[d], names[code], start)
+            c = groups.get(group)
+            if c is None:  # most groups are new: set every counter at once (a loop in C, not in bytecode)
+                c = groups[group] = Counters.__new__(Counters)
+                deque(map(setattr, repeat(c, len(row)), COUNTER_FIELDS, row), maxlen=0)
+            else:
+                for name, v in zip(COUNTER_FIELDS, row):
+                    if v:
+                        setattr(c, name, getattr(c, name) + v)
+
     def _scatter(self, dim, names, codes, start, keep, sums, disposition=None) -> None:
         if dim not in self.dimensions:
             return
@@ -530,6 +568,17 @@ class KpiBook:
                 v = values[pos]
                 if v:
                     setattr(c, name, getattr(c, name) + int(v))
+
+
+@contextmanager
+def _gc_paused():
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 _DISCARD = Counters()  # where the facts of a dimension the book does not keep go (never read)
