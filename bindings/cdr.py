@@ -40,6 +40,7 @@ import asyncio
 import logging
 import threading
 import time
+from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 import msgspec
@@ -400,24 +401,41 @@ class CdrReader:
 
     def scan(self, start: float | None = None, end: float | None = None, *, batch: int = 4096) -> Iterator[list[bytes]]:
         """The stored records (MessagePack bytes) of the calls that ended in [start, end), in end-time
-        order, as lists of at most ``batch`` values: constant memory whatever the range."""
+        order, as lists of at most ``batch`` values: constant memory whatever the range.
+
+        A batch is taken by the cursor's own iterator (no Python step per record); only the key of its
+        last record is compared with the end of the range, and the one batch that crosses it is cut by
+        walking its keys."""
         lo, hi = _bounds(start, end)
         with self.env.begin(db=self._cdr) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(lo):
                 return
-            values: list[bytes] = []
-            append = values.append
-            for key, value in cursor:
-                if key >= hi:
-                    break
-                append(value)
-                if len(values) >= batch:
-                    yield values
-                    values = []
-                    append = values.append
-            if values:
-                yield values
+            values = cursor.iternext(keys=False, values=True)
+            before: bytes | None = None  # the last key of the previous batch
+            while True:
+                chunk = list(islice(values, batch))
+                if not chunk:
+                    return
+                if len(chunk) == batch and cursor.key() < hi:
+                    before = cursor.key()
+                    yield chunk
+                    continue
+                # The range ends in this batch, or the database did (the cursor is then unpositioned).
+                probe = txn.cursor()
+                if before is None:
+                    probe.set_range(lo)
+                else:
+                    probe.set_key(before)
+                    probe.next()
+                n = 0
+                for key in probe.iternext(keys=True, values=False):
+                    if key >= hi or n == len(chunk):
+                        break
+                    n += 1
+                if n:
+                    yield chunk[:n]
+                return
 
     def records(self, start: float | None = None, end: float | None = None) -> Iterator[CallRecord]:
         """The records of the calls that ended in [start, end), decoded, one at a time."""
