@@ -394,6 +394,7 @@ class CdrReader:
     """
 
     def __init__(self, storage: Storage):
+        self.storage = storage
         self.env = storage.env
         self._cdr = storage.db(CDR_DB)
         self._index = storage.db(INDEX_DB)

@@ -372,6 +372,24 @@ def build_report(reader, dimensions: str | typing.Iterable[str], start: float | 
     return book
 
 
+def add_agent_times(book, storage, start: float | None, end: float | None) -> None:
+    """Each agent's logged-in and available time per interval, from the agent log in the node's queue log
+    (``core.acd.log.agent_times``): the inputs of occupancy and utilisation. The log is read from its
+    beginning (an agent's status at ``start`` is whatever it last changed to), the times kept in range."""
+    import time
+
+    from bindings.acdlog import read_queue_log
+    from core.acd.log import agent_times
+
+    stop = end if end is not None else time.time()
+    interval = book.config.interval
+    for (agent, at), (logged_in, available) in agent_times(read_queue_log(storage, None, stop), interval,
+                                                           end=stop).items():
+        if start is not None and at + interval <= start:
+            continue
+        book.add_agent_time(agent, at, logged_in=logged_in, available=available)
+
+
 def _report_rows(book, dimension: str, totals: bool, keys: list[str] | None = None) -> list[tuple[str, str, object]]:
     wanted = None if keys is None else set(keys)
     rows = [(key, _iso(start), figures) for (key, start), figures in book.report(dimension).items()
@@ -518,6 +536,8 @@ def report_main(argv: list[str] | None = None) -> int:
                              f"(plot by {', '.join(PLOTTED)})")
         with _reader(args) as reader:
             book = build_report(reader, args.by, args.start, args.end, config)
+            if args.by == "agent":
+                add_agent_times(book, reader.storage, args.start, args.end)
         rows = _report_rows(book, args.by, args.totals, args.key)
         if args.plot is not None:
             report = {k: f for k, f in book.report(args.by).items() if args.key is None or k[0] in args.key}

@@ -24,7 +24,7 @@ from bindings.reports import (CSV_COLUMNS, PLOT_DATA_COLUMNS, PLOT_SIZE, PLOTTED
 from bindings.storage import Storage
 from core.cdr import erlang
 from core.cdr.kpi import DIMENSIONS, KpiBook, KpiConfig
-from core.cdr.record import CallRecord, Disposition, HangupBy, Leg, QueueOutcome, QueueSegment
+from core.cdr.record import CallRecord, Direction, Disposition, HangupBy, Leg, QueueOutcome, QueueSegment
 from tests.test_kpi import synthetic_records
 
 T0 = 1_700_000_100.0
@@ -309,3 +309,36 @@ def test_report_plot_is_refused_for_agents_and_matplotlib_stays_unloaded_without
             "print(rc, 'matplotlib' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["0", "False"], done.stderr
+
+
+def test_agent_report_takes_occupancy_and_utilisation_from_the_agent_log(tmp_path, capsys):
+    """An agent logged in for an hour, on break for 15 minutes of it, handling one 10-minute call with 2
+    minutes of wrap-up: the report by agent computes occupancy and utilisation from the queue log's agent
+    entries and the call records (docs/kpis.md)."""
+    from bindings.acdlog import QueueLog
+    from core.acd.log import QueueLogEntry as E
+
+    t = T0 - T0 % 3600  # an hour's start
+    call = CallRecord(
+        call_id="c1", direction=Direction.INBOUND, offered=t + 600.0, ended=t + 1260.0, disposition=Disposition.ANSWERED,
+        answered=t + 600.0, queue_segments=(QueueSegment(queue="sales", joined=t + 600.0, left=t + 660.0,
+                                                         outcome=QueueOutcome.ANSWERED, answered_by="ann",
+                                                         agent_ended=t + 1260.0, after_call_work=120.0),))
+    with Storage(tmp_path) as storage:
+        with CdrWriter(storage) as writer:
+            writer.write(call)
+            log = QueueLog(writer)
+            for entry in (E(at=t, kind="status", agent="ann", reason="available"),
+                          E(at=t + 1260.0, kind="talk_end", agent="ann", wait=600.0, detail="120"),
+                          E(at=t + 1800.0, kind="status", agent="ann", reason="on_break", detail="lunch"),
+                          E(at=t + 2700.0, kind="status", agent="ann", reason="available"),
+                          E(at=t + 3600.0, kind="status", agent="ann", reason="logged_out")):
+                log.append(entry)
+            writer.flush()
+    assert report_main(["--data", str(tmp_path), "--by", "agent", "--interval", "60", "--format", "json",
+                        "--from", str(t), "--to", str(t + 3600)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (row,) = [r for r in doc["rows"] if r["agent"] == "ann"]
+    # Logged in 3600 s; available 3600 - 900 (break) - 720 (talk + wrap-up) = 1980 s; handle 720 s.
+    assert row["utilisation"] == pytest.approx(720 / 3600)
+    assert row["occupancy"] == pytest.approx(720 / (720 + 1980))
