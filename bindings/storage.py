@@ -28,8 +28,9 @@ log = logging.getLogger("switchcore.storage")
 SUBDATABASES = ("registrations", "cdr", "cdr_by_call", "active_calls", "queue_log",
                 "campaigns", "campaign_contacts", "campaign_attempts", "dnc")
 _MAX_DBS = 32
-# Address space reserved, not disk used: the file grows as data is written.
-_DEFAULT_MAP_SIZE = 1 << 30
+# LMDB's map is address space, not disk: the file grows only as data is written. 64 GiB holds some 200
+# million call records (about 300 bytes each); a map that fills stops the node's writes (MDB_MAP_FULL).
+_DEFAULT_MAP_SIZE = 64 << 30
 
 
 class Storage:
