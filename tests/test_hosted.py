@@ -71,8 +71,8 @@ target = "queue:sales"
 
 
 class HostedNet(Net):
-    def __init__(self, tmp_path):
-        super().__init__(tmp_path, HOSTED)
+    def __init__(self, tmp_path, text: str = HOSTED):
+        super().__init__(tmp_path, text)
         self.dave = UA(DAVE, "dave")
         self.nodes[DAVE] = self.dave
 
@@ -489,10 +489,7 @@ def test_invite_without_sdp_into_an_ivr_is_answered_with_the_switchs_offer(net):
 def test_waiting_callers_hear_their_position_at_intervals_then_the_music_again(tmp_path):
     text = HOSTED.replace('music = "ringback"', 'music = "ringback"\nannounce_every = 30.0\n'
                           'announce = ["beep", "tone:{position}00/0.5", "tone:{minutes}000/0.5"]')
-    net = HostedNet.__new__(HostedNet)
-    Net.__init__(net, tmp_path, text)
-    net.dave = UA(DAVE, "dave")
-    net.nodes[DAVE] = net.dave
+    net = HostedNet(tmp_path, text)
     try:
         log_out_everyone(net)
         first = net.dial("800")
@@ -612,10 +609,7 @@ def test_an_outbound_calls_record_carries_its_campaign_and_contact(net):
 
 def test_an_ivr_choice_can_make_the_caller_a_vip_in_the_queue(tmp_path):
     text = HOSTED.replace('"9" = "ivr:second"', '"9" = "ivr:second", "7" = "queue:sales/50"')
-    net = HostedNet.__new__(HostedNet)
-    Net.__init__(net, tmp_path, text)
-    net.dave = UA(DAVE, "dave")
-    net.nodes[DAVE] = net.dave
+    net = HostedNet(tmp_path, text)
     try:
         log_out_everyone(net)
         first = net.dial("800")  # waits with priority 0
