@@ -103,7 +103,7 @@ def assert_sdp_anchored(messages: list[str], kind, hidden: tuple[str, ...]) -> i
         assert re.search(r"^o=switchcore ", body, re.M), body
         for secret in hidden:
             # In the description only: a Call-ID or branch is random hex that may hold any digits.
-            assert secret not in body, f"{secret} leaked into: {text}"
+            assert secret.strip() not in body, f"{secret} leaked into: {text}"
     return len(found)
 
 
