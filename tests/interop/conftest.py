@@ -11,6 +11,11 @@ def sipp(require_tool) -> str:
 
 
 @pytest.fixture
+def baresip(require_tool) -> str:
+    return require_tool("baresip")
+
+
+@pytest.fixture
 def uas_port() -> int:
     """A free port for the SIPp UAS on its own loopback address."""
     return free_port(UAS_HOST)

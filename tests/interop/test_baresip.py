@@ -78,11 +78,6 @@ class Baresip:
 
 
 @pytest.fixture
-def baresip(require_tool) -> str:
-    return require_tool("baresip")
-
-
-@pytest.fixture
 def module_dir() -> str:
     for d in MODULE_DIRS:
         if (Path(d) / "account.so").exists():

@@ -104,11 +104,6 @@ def rtp_stats(log: str) -> tuple[int, int] | None:
 
 
 @pytest.fixture
-def baresip(require_tool) -> str:
-    return require_tool("baresip")
-
-
-@pytest.fixture
 def module_dir() -> str:
     for d in MODULE_DIRS:
         if all((Path(d) / m).exists() for m in MODULES):
