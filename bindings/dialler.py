@@ -36,7 +36,7 @@ from core.config import Config
 from core.scheduler import pacing
 from core.scheduler.campaign import NEW, RUNNING, Campaign, CampaignError, Dial, pacing_config
 
-__all__ = ["Dialler", "TICK", "campaign_result"]
+__all__ = ["CampaignFileError", "Dialler", "TICK", "campaign_result"]
 
 log = logging.getLogger("switchcore.campaigns")
 
@@ -63,6 +63,10 @@ def campaign_result(summary: CallSummary, abandoned: bool) -> str:
     return "failed"
 
 
+class CampaignFileError(Exception):
+    """A campaign's contacts or do-not-call file cannot be read: one line naming the key and the file."""
+
+
 class _Run:
     __slots__ = ("config", "campaign", "pacer", "agents", "known")
 
@@ -84,8 +88,12 @@ class Dialler:
         self.dials: dict[str, tuple[_Run, Dial]] = {}  # call id -> the dial it places
         self.abandoned: set[str] = set()
         self.launched = 0
-        for cfg in config.campaigns:
-            campaign, problems = self.store.open(cfg, self.dnc, now, base=base)
+        for i, cfg in enumerate(config.campaigns):
+            try:
+                campaign, problems = self.store.open(cfg, self.dnc, now, base=base)
+            except OSError as exc:
+                key = "dnc" if cfg.dnc and exc.filename and str(exc.filename).endswith(cfg.dnc) else "contacts"
+                raise CampaignFileError(f"campaigns[{i}].{key}: {exc.filename}: {exc.strerror}") from None
             for problem in problems[:20]:
                 log.warning("campaign %s: line %s kept out: %s", cfg.name, problem.line, problem.reason)
             if len(problems) > 20:

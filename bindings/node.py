@@ -33,7 +33,7 @@ import uvloop
 
 from bindings.acdlog import QueueLog
 from bindings.cdr import CdrWriter
-from bindings.dialler import TICK, Dialler
+from bindings.dialler import TICK, CampaignFileError, Dialler
 from bindings.media import AmdVerdict, MediaPlane
 from bindings.records import CallRecords
 from bindings.storage import Storage
@@ -169,7 +169,10 @@ class Node:
             self.endpoint.calls = B2BUA(cfg, sessions, registrar)
             self.endpoint.calls.start(time.time())  # agents configured "available" log in now
             if cfg.campaigns:
-                self.dialler = Dialler(cfg, self.storage, self.endpoint.calls, time.time())
+                try:
+                    self.dialler = Dialler(cfg, self.storage, self.endpoint.calls, time.time())
+                except CampaignFileError as exc:
+                    raise StartError(str(exc)) from None
                 self._dial_task = loop.create_task(self._dial_loop())
         for line in self.listening:
             print(f"listening on {line}", file=sys.stderr, flush=True)
