@@ -7,7 +7,10 @@ rate stays at or under 3%, and occupancy is at least 10 points above progressive
 probability 0.10 and 0.60.
 
 Two of those cases do not reach the 10-point gain; their tests are marked xfail (strict: a pacer that gets
-there turns them into failures to be unmarked) with the figures measured, not loosened.
+there turns them into failures to be unmarked) with the figures measured, not loosened. Beside every case runs
+the clairvoyant baseline (core.scheduler.simulate.clairvoyant_baseline), a dialler that knows every outcome in
+advance: no pacer can beat it on the same people, and it shows whether the 10 points are out of reach by the
+rules themselves or only for a dialler that has to guess.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import pytest
 
 from bindings.simulate import main as simulate_main
 from core.scheduler.pacing import PREDICTIVE, PROGRESSIVE, RATIO, PacingConfig
-from core.scheduler.simulate import Distribution, Population, simulate
+from core.scheduler.simulate import Distribution, Population, clairvoyant_baseline, simulate
 
 HOURS = 8
 SEEDS = (0, 1, 2, 3)
@@ -29,10 +32,17 @@ GAIN = 0.10
 SHORT_OF_GAIN = {
     (5, 0.30): "5 agents: predictive 81.7-82.2% occupancy vs progressive 71.7-73.3%, gains +9.5, +9.2, +8.6, "
                "+10.5 points in seeds 0-3 at 2.34-2.38% abandons; with so few agents one idle agent is 20% "
-               "of the floor",
+               "of the floor. The budget left unspent buys little: at a fixed price theta = 0.10 the pacer "
+               "gets 81.8-82.2% at 1.5-2.6% abandons, at 0.15 84.0-84.9% at 3.4-4.6%, so 3% is worth about "
+               "83% on average and the seeds spread +-0.7; aims of 0.85-0.95 of the cap, slower or "
+               "warm-started price learning and later fallback measured 80.1-84.0% (one setting cleared +10 "
+               "in seeds 0-3 but averaged +9.5 over seeds 4-15, against +9.3 as it stands)",
     (20, 0.60): "answer probability 0.60: progressive already reaches 87.1-87.3%, predictive 91.7-92.0% at "
                 "2.37-2.40% abandons (+4.5 to +4.9 points); +10 would mean 97% occupancy with 20 agents "
-                "(100 agents at 0.60 measured +8.0 to +8.4)",
+                "(100 agents at 0.60 measured +8.0 to +8.4). At a fixed price (seeds 0-1) the pacer gets 93.1% at 3.7-4.0% "
+                "abandons and 94.5% at 8.7-8.8%: not +10 even at three times the cap. The clairvoyant "
+                "dialler reaches 99.5-99.6% (+12.3 to +12.5), so the rules alone do not rule +10 out; what "
+                "stands in the way is guessing when agents free up and who answers",
 }
 CASES = [(20, 0.30), (5, 0.30), (100, 0.30), (20, 0.10), (20, 0.60)]
 
@@ -79,6 +89,42 @@ def test_occupancy_at_least_10_points_above_progressive(case):
         predictive, progressive = run(agents, p, PREDICTIVE, seed), run(agents, p, PROGRESSIVE, seed)
         gains.append(round(predictive.occupancy - progressive.occupancy, 4))
     assert min(gains) >= GAIN, f"occupancy gains by seed: {gains}"
+
+
+_bounds: dict = {}
+
+
+def bound(agents: int, p: float, seed: int):
+    key = (agents, p, seed)
+    if key not in _bounds:
+        population = Population(agents=agents, answer_probability=p)
+        _bounds[key] = clairvoyant_baseline(population, HOURS * 3600.0, np.random.default_rng(seed))
+    return _bounds[key]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_no_pacer_beats_the_clairvoyant_dialler_and_it_clears_the_10_points(case):
+    agents, p = case
+    for seed in SEEDS:
+        oracle = bound(agents, p, seed)
+        predictive, progressive = run(agents, p, PREDICTIVE, seed), run(agents, p, PROGRESSIVE, seed)
+        assert oracle.abandoned == 0 and oracle.connected > predictive.connected
+        assert oracle.occupancy > predictive.occupancy > progressive.occupancy, seed
+        # The rules do not forbid the 10 points: a dialler that knew the outcomes would get them.
+        assert oracle.occupancy - progressive.occupancy >= GAIN, seed
+
+
+def test_the_clairvoyant_dialler_loses_only_the_first_ring():
+    # Every call answered after exactly 5 s: each agent waits through the run's first ring and never again
+    # (each later call is dialled 5 s + the 2 s an answer may wait before its agent frees up).
+    certain = Population(agents=20, answer_probability=1.0, ring=Distribution("fixed", mean=5.0))
+    exact = clairvoyant_baseline(certain, 3600.0, np.random.default_rng(0))
+    assert exact.attempted == exact.connected and exact.abandoned == 0
+    assert exact.occupancy == pytest.approx(1.0 - 5.0 / 3600.0, abs=1e-9)
+    # Random rings and no-answers only cost the first ring plus what dialling in order forces.
+    usual = clairvoyant_baseline(Population(agents=20), 3600.0, np.random.default_rng(0))
+    assert usual.attempted > 3 * usual.connected
+    assert 0.97 < usual.occupancy < exact.occupancy
 
 
 def test_progressive_never_abandons_and_waits_through_every_ring():
