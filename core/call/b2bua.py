@@ -1647,8 +1647,6 @@ class B2BUA:
         t = call.transfer
         if t is None or session is not t.target.session:
             return False
-        other = call.b if t.referrer is call.a else call.a
-        slot = "a" if t.referrer is call.a else "b"
         if t.kind == "blind":
             if isinstance(event, CallAnswered):
                 try:
