@@ -189,9 +189,7 @@ def run_one(n: int, args, sipp: str, generator: Path, workdir: Path) -> dict:
               f'[[routes]]\nname = "all"\npattern = "0"\ntarget = "trunk:callee"\n')
     uac_inf = injection(workdir / "uac.csv", UAC_MEDIA, free_ports(UAC_MEDIA, n))
     uas_inf = injection(workdir / "uas.csv", UAS_MEDIA, free_ports(UAS_MEDIA, n))
-    if not PIN:
-        sipp_node.pinned = lambda cpu: []  # start_node pins the node otherwise
-    node = start_node(workdir, port, config)
+    node = start_node(workdir, port, config, pin=PIN)
     procs: list[subprocess.Popen] = []
     gen = None
     result: dict = {"calls": n}

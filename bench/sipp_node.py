@@ -39,21 +39,26 @@ def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
 
 
-def start_node(workdir: Path, port: int, config: str) -> subprocess.Popen:
+def start_node(workdir: Path, port: int, config: str, *, pin: bool = True) -> subprocess.Popen:
+    """The node on CPU 0 (unless ``pin`` is off), its log in ``workdir/node.log``: a pipe nobody reads
+    would stall a node that logs under load once the pipe is full."""
     (workdir / "switchcore.toml").write_text(config)
-    proc = subprocess.Popen(
-        [*pinned(0), sys.executable, "-m", "bindings.cli", "run", "--config", str(workdir / "switchcore.toml"),
-         "--listen", f"127.0.0.1:{port}", "--data", str(workdir / "data"), "--log-level", "warning"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
+    log = workdir / "node.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*(pinned(0) if pin else []), sys.executable, "-m", "bindings.cli", "run",
+             "--config", str(workdir / "switchcore.toml"), "--listen", f"127.0.0.1:{port}",
+             "--data", str(workdir / "data"), "--log-level", "warning"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if line.startswith("listening on tcp:"):
+        if "listening on tcp:" in log.read_text(errors="replace"):
             return proc
-        if not line and proc.poll() is not None:
+        if proc.poll() is not None:
             break
+        time.sleep(0.05)
     proc.kill()
-    raise SystemExit("the node did not start")
+    raise SystemExit("the node did not start:\n" + log.read_text(errors="replace")[-2000:])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shutil
 import signal
 import statistics
@@ -45,6 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.sipp_node import cpu_seconds, pinned, start_node  # noqa: E402
 from bindings.acdlog import read_queue_log  # noqa: E402
 from bindings.cdr import CdrReader  # noqa: E402
 from bindings.storage import Storage  # noqa: E402
@@ -55,10 +55,6 @@ PHONE = "127.0.0.42"
 MEDIA = "127.0.0.43"
 USER = "2000"
 KINDS = ("direct", "hosted", "queue")
-
-
-def pinned(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
 
 
 def config(agents: int, limit: int) -> str:
@@ -80,31 +76,6 @@ def config(agents: int, limit: int) -> str:
              '[[routes]]\nname = "hosted"\nmatch = "exact"\npattern = "900"\ntarget = "ivr:hosted"\n'
              f'[[routes]]\nname = "user"\nmatch = "exact"\npattern = "{USER}"\ntarget = "user:{USER}"\n')
     return text
-
-
-def start_node(workdir: Path, port: int, text: str) -> subprocess.Popen:
-    """The node, its log in a file (a pipe nobody reads would stall it once full)."""
-    (workdir / "switchcore.toml").write_text(text)
-    log = workdir / "node.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [*pinned(0), sys.executable, "-m", "bindings.cli", "run", "--config", str(workdir / "switchcore.toml"),
-             "--listen", f"127.0.0.1:{port}", "--data", str(workdir / "data"), "--log-level", "warning"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if "listening on tcp:" in log.read_text(errors="replace"):
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the node did not start:\n" + log.read_text(errors="replace")[-2000:])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def last_counts(stat_file: Path) -> tuple[int, int, float, float]:
