@@ -18,6 +18,7 @@ from core.sip.session import CONFIRMED, TERMINATED, CallEnded, IncomingCall, Rei
 from tests.test_b2bua import ANSWER, CONFIG, OFFER, SWITCH, UA, Net, register
 
 DAVE = Peer("udp", "127.0.4.4", 5064)  # registers as user 1002
+CAROL_ANSWER = ANSWER.replace(b"127.0.2.2", b"127.0.3.3")  # her phone's answer, from her own address
 
 HOSTED = CONFIG.replace('''[[ivr]]
 name = "main"
@@ -125,7 +126,7 @@ def test_ivr_answers_plays_its_prompt_and_routes_an_rfc4733_digit_to_a_user(net)
     # The choice "2" rings user 1001's phone with the switch's offer; the caller hears ringback.
     callee = net.incoming(net.carol)
     assert net.plays() == ["ringback"]
-    callee.answer(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    callee.answer(net.now, CAROL_ANSWER)
     net.flush()
     assert net.switch.take(MediaStop)
     (bridge,) = net.switch.take(MediaBridge)
@@ -190,14 +191,20 @@ def queued(net, number: str = "800", caller: UA | None = None):
     return net.dial(number, caller=caller)
 
 
+def carol_answers(net, after: float):
+    """Carol's phone (rung by the queue) answers ``after`` seconds from now; her session."""
+    agent = net.incoming(net.carol)
+    agent.answer(net.now + after, CAROL_ANSWER)
+    net.flush(net.now + after)
+    return agent
+
+
 def test_queue_rings_the_first_agent_and_bridges_the_answer(net):
     caller = queued(net)
     assert caller.state == CONFIRMED  # the switch answered: music while waiting
     assert "ringback" in net.plays()
-    agent = net.incoming(net.carol)  # linear: carol first
-    assert net.dave.events == []
-    agent.answer(net.now + 3, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
-    net.flush(net.now + 3)
+    carol_answers(net, 3)  # linear: carol first
+    assert net.dave.events == []  # and only carol was rung
     (bridge,) = [b for b in net.switch.take(MediaBridge) if b.leg_b_remote is not None]
     assert bridge.leg_b_remote == ("127.0.3.3", 50000)
     stats = net.switch.calls.acd.queue_stats("sales", net.now)
@@ -328,7 +335,7 @@ def test_agent_on_a_direct_call_is_not_offered(net):
     register(net, net.carol, "1001", "secret1001")
     register(net, net.dave, "1002", "secret1002")
     direct = net.dial("1001")  # to an agent's phone
-    net.incoming(net.carol).answer(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    net.incoming(net.carol).answer(net.now, CAROL_ANSWER)
     net.flush()
     assert direct.state == CONFIRMED
     net.dial("800", caller=net.bob)
@@ -359,7 +366,7 @@ def test_blind_transfer_by_the_callee_connects_the_caller_to_the_new_party(net):
     assert refer(net, net.bob, callee, "<sip:1001@127.0.0.5>") == "202"
     assert notifies(net, "bob")[0][1] == b"SIP/2.0 100 Trying\r\n"
     target = net.incoming(net.carol)
-    target.answer(net.now + 2, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    target.answer(net.now + 2, CAROL_ANSWER)
     net.flush(net.now + 2)
     state, body = notifies(net, "bob")[-1]
     assert body == b"SIP/2.0 200 OK\r\n" and state.startswith("terminated")
@@ -397,7 +404,7 @@ def test_attended_transfer_joins_the_two_far_parties(net):
     first, bob_leg = net.answered_call()
     second = net.dial("1001")
     carol_leg = net.incoming(net.carol)
-    carol_leg.answer(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    carol_leg.answer(net.now, CAROL_ANSWER)
     net.flush()
     net.switch.take(MediaBridge)
     d = second.dialog
@@ -407,7 +414,7 @@ def test_attended_transfer_joins_the_two_far_parties(net):
     assert net.trace("switch", "carol").count("INVITE →") == 2
     (reinvite,) = net.carol.take(ReinviteReceived)
     assert b"m=audio %d " % net.switch.calls.calls[first.call_id].a.port in reinvite.msg.body
-    carol_leg.accept_reinvite(net.now, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
+    carol_leg.accept_reinvite(net.now, CAROL_ANSWER)
     net.flush()
     assert notifies(net, "alice")[-1][1] == b"SIP/2.0 200 OK\r\n"
     assert first.state == TERMINATED and second.state == TERMINATED  # both of Alice's legs hung up
@@ -532,9 +539,7 @@ def test_an_outbound_call_answered_by_the_contact_reaches_an_agent_through_the_q
     net.flush(net.now + 1)
     contact.answer(net.now + 6, ANSWER)
     net.flush(net.now + 6)
-    agent = net.incoming(net.carol)  # the queue's first agent
-    agent.answer(net.now + 1, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
-    net.flush(net.now + 1)
+    carol_answers(net, 1)  # the queue's first agent
     bridge = [b for b in net.switch.take(MediaBridge) if b.leg_b_remote is not None][-1]
     assert bridge.leg_a_remote == ("127.0.2.2", 50000) and bridge.leg_b_remote == ("127.0.3.3", 50000)
     contact.bye(net.now + 30)
@@ -577,9 +582,7 @@ def test_a_queued_calls_record_has_its_segment_agent_and_talk_time(net):
     from core.cdr.record import Direction, Disposition
 
     caller = queued(net)
-    agent = net.incoming(net.carol)
-    agent.answer(net.now + 12, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
-    net.flush(net.now + 12)
+    carol_answers(net, 12)
     caller.bye(net.now + 100)
     net.flush(net.now + 100)
     (s,) = net.switch.take(CallSummary)
@@ -658,9 +661,7 @@ def test_an_outbound_call_with_machine_detection_waits_for_the_verdict(net):
 
 def test_the_agent_log_has_every_state_the_switch_gives_the_agent(net):
     caller = queued(net)
-    agent = net.incoming(net.carol)
-    agent.answer(net.now + 2, ANSWER.replace(b"127.0.2.2", b"127.0.3.3"))
-    net.flush(net.now + 2)
+    carol_answers(net, 2)
     caller.bye(net.now + 10)
     net.flush(net.now + 10)
     net.run_until(net.now + 31)  # the queue's wrap-up is 30 s
