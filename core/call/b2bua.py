@@ -472,6 +472,10 @@ class B2BUA:
         self.wheel = sessions.wheel
         self.router = Router(config.routes)
         self.sources = TrunkSources(config.trunks)
+        # Where each trunk's calls go (parsed once), and our host as From and Contact name it.
+        self._trunk_hops = {t.name: parse_host_port(t.address) for t in config.trunks}
+        local = sessions.local.host
+        self._from_host = f"[{local}]" if ":" in local else local
         media = config.media
         self.address = media.address
         self.ports = ports or PortAllocator(media.rtp_port_min, media.rtp_port_max)
@@ -695,10 +699,7 @@ class B2BUA:
             target = binding.contact
             peer = binding.received  # behind NAT, where the REGISTER came from is what works
         else:
-            host_out, port_out = parse_host_port(trunk_out.address)
-            h = f"[{host_out}]" if ":" in host_out else host_out
-            target = f"sip:{match.number}@{h}:{port_out}" if match.number else f"sip:{h}:{port_out}"
-            peer = Peer("udp", host_out, port_out)
+            target, peer = self._trunk_target(trunk_out, match.number)
         # SDP: A's offer cut to our codecs, anchored on leg B's port (RFC 3264 §8). An INVITE without
         # an offer (RFC 3261 §13.2.1: the offer comes in our 2xx, the answer in A's ACK): leg B is
         # offered the switch's own codecs; B's answer becomes A's offer, A's ACK its answer.
@@ -725,12 +726,8 @@ class B2BUA:
         call.offer_b = call.b.origin.anchor(restricted, address=self.address, port=port_b)
         body = call.offer_b.serialize()
         call.b.last_sdp = body
-        # The caller's number goes on as B's From user (caller ID); the host is ours (RFC 3261 §8.1.1.3).
-        local = self.sessions.local.host
-        local = f"[{local}]" if ":" in local else local
-        from_uri = f"sip:{call.caller}@{local}" if call.caller else "sip:anonymous@anonymous.invalid"
         try:
-            b = self.sessions.invite(target, from_uri, now, body=body, peer=peer,
+            b = self.sessions.invite(target, self._from_uri(call), now, body=body, peer=peer,
                                      credentials=_credentials(trunk_out))
         except (ProtocolError, ValueError):
             self.ports.release(port_a)
@@ -786,14 +783,10 @@ class B2BUA:
         a = Leg(None, port_a)
         offer = a.origin.anchor(own_offer(codecs, self.address), address=self.address, port=port_a)
         a.last_sdp = offer.serialize()
-        host, port = parse_host_port(config.address)
-        h = f"[{host}]" if ":" in host else host
-        uri = f"sip:{number}@{h}:{port}"
-        local = self.sessions.local.host
-        local = f"[{local}]" if ":" in local else local
-        from_uri = f"sip:{caller_id}@{local}" if caller_id else f"sip:switch@{local}"
+        uri, peer = self._trunk_target(config, number)
+        from_uri = f"sip:{caller_id or 'switch'}@{self._from_host}"
         try:
-            a.session = self.sessions.invite(uri, from_uri, now, body=a.last_sdp, peer=Peer("udp", host, port),
+            a.session = self.sessions.invite(uri, from_uri, now, body=a.last_sdp, peer=peer,
                                              credentials=_credentials(config))
         except (ProtocolError, ValueError):
             self.ports.release(port_a)
@@ -1075,11 +1068,16 @@ class B2BUA:
 
     def _from_uri(self, call: Call) -> str:
         # The caller's number goes on as B's From user (caller ID); the host is ours (RFC 3261 §8.1.1.3).
-        local = self.sessions.local.host
-        local = f"[{local}]" if ":" in local else local
         # For a call the switch placed, the agent sees whom it reached.
         who = call.callee if call.outbound is not None else call.caller
-        return f"sip:{who}@{local}" if who else "sip:anonymous@anonymous.invalid"
+        return f"sip:{who}@{self._from_host}" if who else "sip:anonymous@anonymous.invalid"
+
+    def _trunk_target(self, trunk, number: str) -> tuple[str, Peer]:
+        """The Request-URI for ``number`` on ``trunk`` (the trunk's own URI when there is none) and
+        the next hop."""
+        host, port = self._trunk_hops[trunk.name]
+        h = f"[{host}]" if ":" in host else host
+        return (f"sip:{number}@{h}:{port}" if number else f"sip:{h}:{port}"), Peer("udp", host, port)
 
     def _dial(self, call: Call, target: str, peer: Peer, now: float, trunk=None) -> Leg | None:
         """A new leg from a hosted call to ``target``, offering what A was answered with, anchored on
@@ -1113,12 +1111,7 @@ class B2BUA:
             target, peer = bindings[0].contact, bindings[0].received
             call.user = name
         else:
-            trunk = self.config.trunk(name)
-            host, port = parse_host_port(trunk.address)
-            h = f"[{host}]" if ":" in host else host
-            number = number or call.callee
-            target = f"sip:{number}@{h}:{port}" if number else f"sip:{h}:{port}"
-            peer = Peer("udp", host, port)
+            target, peer = self._trunk_target(self.config.trunk(name), number or call.callee)
         leg = self._dial(call, target, peer, now, self.config.trunk(name) if kind == "trunk" else None)
         if leg is None:
             call.after_prompt = HANGUP
@@ -1627,9 +1620,7 @@ class B2BUA:
             return bindings[0].contact, bindings[0].received, None
         if match.kind == "trunk":
             trunk = self.config.trunk(match.name)
-            host, port = parse_host_port(trunk.address)
-            h = f"[{host}]" if ":" in host else host
-            return f"sip:{match.number}@{h}:{port}", Peer("udp", host, port), trunk
+            return (*self._trunk_target(trunk, match.number), trunk)
         return None
 
     def _notify(self, leg: Leg, now: float, status_line: str, *, active: bool) -> None:
