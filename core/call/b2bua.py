@@ -587,7 +587,7 @@ class B2BUA:
             return
         if call.transfer is not None and self._transfer_event(call, session, event, now):
             return
-        if any(leg.session is session for leg in call.detached):
+        if call.detached and any(leg.session is session for leg in call.detached):
             if isinstance(event, InDialogRequest):
                 self._reply(event.tx, event.msg, 481, now)
             return
