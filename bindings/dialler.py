@@ -17,6 +17,16 @@ Every ``TICK`` seconds (and after a call ends) the dialler:
    "abandoned" in the queue log, "abandoned" in the campaign's results and in the call's record);
 4. commits what changed (results are committed here in groups; the attempt itself already was).
 
+A preview campaign paces nothing: every tick, each free agent of its queue with a phone registered
+and no preview on it is shown the next contact — the switch rings the agent's phone with the contact's
+name and number as the From's display-name and the campaign's and contact's ids in X-Campaign and
+X-Contact (``B2BUA.originate`` with ``user``). Answering starts the call: the attempt is written
+(``CampaignStore.preview_dial``: on disk before its INVITE), then the switch dials the contact through
+the trunk with the campaign's caller ID and bridges the two (``B2BUA.send``); the attempt's result is the
+contact leg's. Declining (busy, 603) skips the contact to the end of the list; not answering gives it
+back its place and counts a miss — ``max_no_answer`` misses in a row put the agent on break with reason
+"no_answer", as a missed queue call would.
+
 The node hands it the call layer's events: ``LiveAnswer`` (an outbound call answered by a person — after
 the answering-machine detector, when the campaign has ``amd`` — the pacer's CallAnswered: the 2-second
 clock starts there), a queue-log "answer" (it reached an agent: CallConnected), ``CallSummary`` (the
@@ -36,7 +46,7 @@ from core.config import Config
 from core.scheduler import pacing
 from core.scheduler.campaign import NEW, RUNNING, Campaign, CampaignError, Dial, pacing_config
 
-__all__ = ["CampaignFileError", "Dialler", "TICK", "campaign_result"]
+__all__ = ["CampaignFileError", "Dialler", "TICK", "campaign_result", "preview_result"]
 
 log = logging.getLogger("switchcore.campaigns")
 
@@ -51,10 +61,26 @@ def campaign_result(summary: CallSummary, abandoned: bool) -> str:
         if abandoned or (summary.segments and not summary.agent):
             return "abandoned"  # no agent took it: the 2-second rule, or the contact gave up waiting
         return "answered"
-    status = summary.leg_b_status or summary.status
     if summary.disposition == "busy":
         return "busy"
     if summary.disposition == "no answer":
+        return "no_answer"
+    return _failure(summary.leg_b_status or summary.status)
+
+
+def preview_result(summary: CallSummary) -> str:
+    """What a preview call means for its contact: the agent answered first, so it is the contact
+    leg's (leg B's) outcome."""
+    if summary.leg_b_answered_at is not None:
+        return "answered"
+    return _failure(summary.leg_b_status)
+
+
+def _failure(status: int) -> str:
+    """A call that was never answered, by the final status its far end (or the switch) gave."""
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480, 487):
         return "no_answer"
     if status in (404, 484, 604):
         return "invalid"
@@ -87,6 +113,11 @@ class Dialler:
         self.runs: dict[str, _Run] = {}
         self.dials: dict[str, tuple[_Run, Dial]] = {}  # call id -> the dial it places
         self.abandoned: set[str] = set()
+        self.previews: dict[str, tuple[_Run, str]] = {}  # call id -> the preview on an agent's phone
+        self.previewing: set[str] = set()  # agents with a preview on their phone
+        self.misses: dict[str, int] = {}  # agent -> previews not answered in a row
+        self.last: dict[str, tuple[_Run, Dial]] = {}  # agent -> the campaign call they had last
+        calls.on_disposition = self.disposition
         self.launched = 0
         for i, cfg in enumerate(config.campaigns):
             try:
@@ -131,32 +162,91 @@ class Dialler:
                 if wanted > 0:
                     for dial in self.store.next_dials(run.campaign, now, wanted):
                         self._place(run, dial, now)
+            elif run.campaign.state == RUNNING:
+                self._show_previews(run, now)
             self.store.commit(run.campaign)
 
     def _agents(self, run: _Run, now: float) -> None:
-        acd = self.calls.acd
         for agent in run.agents:
-            stats = acd.agent_stats(agent, now)
-            if stats.status == acd_model.LOGGED_OUT or not self._reachable(agent, now):
-                # No phone registered: the ACD cannot ring the agent (its "free agent" needs one), so
-                # a call dialled for them would wait and be abandoned.
-                state = "gone"
-            elif stats.state == acd_model.IDLE and stats.status == acd_model.AVAILABLE:
-                state = "free"
-            elif stats.state == acd_model.IDLE:
-                state = "gone"  # on break
-            else:
-                state = "busy"
+            state = self._agent_state(agent, now)
             if run.known.get(agent) != state:
                 run.known[agent] = state
                 event = {"free": pacing.AgentFree, "busy": pacing.AgentBusy, "gone": pacing.AgentLoggedOut}[state]
                 run.pacer.handle(event(agent), now)
 
-    def _reachable(self, agent: str, now: float) -> bool:
-        """Whether one of the agent's phones is registered now."""
+    def _agent_state(self, agent: str, now: float) -> str:
+        """"free", "busy" or "gone", as the ACD and the registrar see the agent now."""
+        stats = self.calls.acd.agent_stats(agent, now)
+        if stats.status == acd_model.LOGGED_OUT or self._phone(agent, now) is None:
+            # No phone registered: the ACD cannot ring the agent (its "free agent" needs one), so
+            # a call dialled for them would wait and be abandoned.
+            return "gone"
+        if stats.state == acd_model.IDLE and stats.status == acd_model.AVAILABLE:
+            return "free"
+        if stats.state == acd_model.IDLE:
+            return "gone"  # on break
+        return "busy"
+
+    def _phone(self, agent: str, now: float) -> str | None:
+        """The first of the agent's phones registered now, None when none is."""
         cfg = self.config.agent(agent)
         registrar = self.calls.registrar
-        return cfg is not None and any(registrar.lookup(phone, now) for phone in cfg.phones)
+        return next((phone for phone in cfg.phones if registrar.lookup(phone, now)), None) if cfg else None
+
+    # -- preview mode ---------------------------------------------------------------------------------
+    def _show_previews(self, run: _Run, now: float) -> None:
+        for agent in run.agents:
+            if agent in self.previewing or self._agent_state(agent, now) != "free":
+                continue
+            shown = run.campaign.preview(agent, now)
+            if shown is None:
+                return  # nobody is due
+            contact = shown.contact
+            call_id = self.calls.originate(
+                contact.phone, now, user=self._phone(agent, now), target=None, caller_id=run.config.caller_id,
+                display=f"{contact.name} {contact.phone}".strip(), agent=agent,
+                ring_timeout=self.config.queue(run.config.queue).ring_timeout, campaign_id=run.config.name,
+                contact_id=contact.id)
+            if call_id is None:
+                run.campaign.preview_release(agent, now)  # no channel or port now: next tick
+                return
+            self.previews[call_id] = (run, agent)
+            self.previewing.add(agent)
+
+    def _preview_started(self, call_id: str, now: float) -> None:
+        """The agent answered the preview: the attempt goes on disk, then the contact is dialled."""
+        run, agent = self.previews[call_id]
+        self.misses.pop(agent, None)
+        dial = self.store.preview_dial(run.campaign, agent, now)
+        if dial is None:
+            # On the DNC list or outside its window since it was shown: a tone, and the agent is free.
+            self.calls.send(call_id, "prompt:beep", now)
+            return
+        self.dials[call_id] = self.last[agent] = (run, dial)
+        self.launched += 1
+        self.calls.send(call_id, f"trunk:{dial.trunk}/{dial.number}", now, ring_timeout=dial.max_ring)
+
+    def _preview_ended(self, summary: CallSummary, now: float) -> None:
+        run, agent = self.previews.pop(summary.call_id)
+        self.previewing.discard(agent)
+        found = self.dials.pop(summary.call_id, None)
+        if found is not None:
+            try:
+                run.campaign.result(found[1].id, preview_result(summary), now, agent=agent)
+            except CampaignError as exc:
+                log.error("campaign %s: result of %s not taken: %s", run.config.name, found[1].id, exc)
+        elif summary.answered_at is not None:
+            return  # answered, but the contact could no longer be dialled: preview_dial closed it
+        elif summary.disposition in ("busy", "rejected"):
+            run.campaign.preview_skip(agent, now)  # the agent declined it
+        else:
+            run.campaign.preview_release(agent, now)
+            misses = self.misses[agent] = self.misses.get(agent, 0) + 1
+            cfg = self.config.agent(agent)
+            if cfg is not None and 0 < cfg.max_no_answer <= misses:
+                self.misses.pop(agent)
+                log.warning("campaign %s: agent %s missed %d previews: on break", run.config.name, agent, misses)
+                self.calls.agent_status(agent, acd_model.ON_BREAK, acd_model.PAUSE_NO_ANSWER, now)
 
     def _place(self, run: _Run, dial: Dial, now: float) -> None:
         call_id = self.calls.originate(
@@ -181,15 +271,23 @@ class Dialler:
     # -- the call layer's events ----------------------------------------------------------------------
     def on_event(self, event: Any, now: float) -> None:
         if isinstance(event, LiveAnswer):
+            if event.call_id in self.previews:
+                self._preview_started(event.call_id, now)
+                return
             found = self.dials.get(event.call_id)
             if found is not None and found[0].pacer is not None:
                 found[0].pacer.handle(pacing.CallAnswered(event.call_id), now)
         elif isinstance(event, QueueLogEntry):
             if event.kind == "answer":
                 found = self.dials.get(event.member)
+                if found is not None:
+                    self.last[event.agent] = found
                 if found is not None and found[0].pacer is not None:
                     found[0].pacer.handle(pacing.CallConnected(event.member, event.agent), now)
         elif isinstance(event, CallSummary):
+            if event.call_id in self.previews:
+                self._preview_ended(event, now)
+                return
             found = self.dials.pop(event.call_id, None)
             if found is None:
                 return
@@ -205,6 +303,22 @@ class Dialler:
                 run.campaign.result(dial.id, result, now, agent=event.agent)
             except CampaignError as exc:
                 log.error("campaign %s: result of %s not taken: %s", run.config.name, dial.id, exc)
+
+    def disposition(self, agent: str, code: str, now: float) -> bool:
+        """The agent's disposition code for the last campaign call they had (the [acd] disposition
+        feature code): on the attempt at once (a "dnc" also on the do-not-call list). False when the
+        agent has had no campaign call since the node started."""
+        found = self.last.get(agent)
+        if found is None:
+            return False
+        run, dial = found
+        try:
+            self.store.result(run.campaign, dial.id, "disposition", now, disposition=code, agent=agent)
+        except CampaignError as exc:
+            log.error("campaign %s: disposition %s of %s not taken: %s", run.config.name, code, dial.id, exc)
+            return False
+        log.info("campaign %s: agent %s gave %s the disposition %s", run.config.name, agent, dial.id, code)
+        return True
 
     def stop(self, now: float) -> None:
         for run in self.runs.values():

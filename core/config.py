@@ -408,13 +408,17 @@ class QueueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class AcdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """[acd]: the feature codes an agent dials from a phone to change its status, and the reasons
     a break may be given (dial the break code, then the reason's number: "*63" is the first
-    reason, "*632" the second)."""
+    reason, "*632" the second); and the code that gives the agent's last campaign call a
+    disposition ("*651" the first of ``dispositions``; "callback" and "dnc" mean what the campaign
+    makes of them: a call back after its retry delay, the number on the do-not-call list)."""
 
     login: str = "*61"
     logout: str = "*62"
     pause: str = "*63"
     available: str = "*64"
     break_reasons: tuple[str, ...] = ("break", "lunch", "meeting", "training")
+    disposition: str = "*65"
+    dispositions: tuple[str, ...] = ("callback", "dnc", "sale", "no_sale")
     # Seed of the random strategy (reproducible runs).
     seed: int = 0
 
@@ -1074,7 +1078,8 @@ def _rule_campaigns(config: Config, error: Report) -> None:
 
 def _rule_acd(config: Config, error: Report) -> None:
     acd = config.acd
-    codes = {"login": acd.login, "logout": acd.logout, "pause": acd.pause, "available": acd.available}
+    codes = {"login": acd.login, "logout": acd.logout, "pause": acd.pause, "available": acd.available,
+             "disposition": acd.disposition}
     seen: dict[str, str] = {}
     for key, code in codes.items():
         if not re.match(r"^[*#0-9]{1,16}$", code):
@@ -1084,6 +1089,13 @@ def _rule_acd(config: Config, error: Report) -> None:
         seen.setdefault(code, key)
     if not acd.break_reasons or not all(acd.break_reasons):
         error("acd.break_reasons", "give at least one reason, none empty")
+    if acd.pause != acd.disposition and (acd.disposition.startswith(acd.pause) or acd.pause.startswith(acd.disposition)):
+        error("acd.disposition", f"{acd.disposition!r} and acd.pause {acd.pause!r} start alike: a code and its "
+                                 "digit would be read as the other")
+    for code in acd.dispositions:
+        if not re.match(r"^[a-z0-9_]{1,32}$", code):
+            error("acd.dispositions", f"{_describe(code)} is not a disposition code (1-32 of a-z 0-9 _)")
+            break
 
 
 # The rules that span keys, each skipped when a key it reads failed to decode. A new section

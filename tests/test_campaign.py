@@ -241,6 +241,18 @@ def test_preview_mode_the_agent_sees_the_contact_and_starts_the_call():
     assert campaign.preview("carol", MONDAY_NOON_NY + 11).contact.id == "c2"
 
 
+def test_a_preview_released_keeps_its_place_and_a_skipped_one_goes_to_the_end():
+    campaign = make([contact(1), contact(2), contact(3)], MONDAY_NOON_NY, mode="preview")
+    assert campaign.preview("alice", MONDAY_NOON_NY).contact.id == "c1"
+    campaign.preview_release("alice", MONDAY_NOON_NY + 1)  # her phone never answered
+    assert campaign.preview("bob", MONDAY_NOON_NY + 2).contact.id == "c1"
+    campaign.preview_skip("bob", MONDAY_NOON_NY + 3)
+    shown = [campaign.preview(agent, MONDAY_NOON_NY + 4).contact.id for agent in ("carol", "dave", "erin")]
+    assert shown == ["c2", "c3", "c1"]
+    with pytest.raises(CampaignError):
+        campaign.preview_release("alice", MONDAY_NOON_NY + 5)
+
+
 def test_preview_dial_refuses_a_number_put_on_dnc_meanwhile():
     campaign = make([contact(1)], MONDAY_NOON_NY, mode="preview")
     campaign.preview("alice", MONDAY_NOON_NY)

@@ -350,3 +350,15 @@ def test_routes_naming_configured_users_and_trunks_are_valid():
     )
     c = decode_config(text.encode(), "site.toml")
     assert [(r.name, r.source, r.target) for r in c.routes] == [("in", "t1", "user:1001"), ("out", "users", "trunk:t1")]
+
+
+@pytest.mark.parametrize(
+    "section, problem",
+    [
+        ('disposition = "*63"', "acd.disposition: the same code as acd.pause"),
+        ('disposition = "*6"', "acd.disposition: '*6' and acd.pause '*63' start alike: a code and its digit would be read as the other"),
+        ('dispositions = ["callback", "Call Back"]', 'acd.dispositions: "Call Back" is not a disposition code (1-32 of a-z 0-9 _)'),
+    ],
+)
+def test_disposition_code_problems(section, problem):
+    assert errors_of(f"[acd]\n{section}\n") == [f"site.toml: {problem}"]

@@ -571,6 +571,64 @@ def test_an_outbound_call_not_answered_in_its_ring_time_is_cancelled(net):
     assert s.disposition == "no answer" and s.ended_at == pytest.approx(20.0)
 
 
+def test_a_preview_call_rings_the_agent_with_the_contact_then_dials_the_contact_once_sent(net):
+    register(net, net.carol, "1001", "secret1001")
+    register(net, net.dave, "1002", "secret1002")
+    call_id = net.switch.calls.originate("+4930555", net.now, user="1001", target=None, caller_id="+4930999",
+                                         display='Jane "JJ" Doe', agent="carol", campaign_id="spring",
+                                         contact_id="c42")
+    net.flush()
+    # The agent's phone sees whom the call is for, before anyone is dialled.
+    (invite,) = [parse(d) for label, d in net.seen("carol") if label == "INVITE"]
+    assert invite.from_.startswith('"Jane \\"JJ\\" Doe" <sip:+4930555@')
+    assert (invite.header("X-Campaign"), invite.header("X-Contact")) == ("spring", "c42")
+    assert not net.seen("bob")
+    agent = net.incoming(net.carol)
+    agent.answer(net.now + 3, CAROL_ANSWER)
+    net.flush(net.now + 3)
+    assert not net.seen("bob"), "the contact is dialled only when the binding sends the call on"
+    # While the agent is on it, the queue does not offer her a caller.
+    net.dial("800", caller=net.bob)
+    assert net.incoming(net.dave) and not [d for label, d in net.seen("carol") if label == "INVITE"][1:]
+    assert net.switch.calls.send(call_id, "trunk:carrier/+4930555", net.now, ring_timeout=25.0)
+    assert not net.switch.calls.send(call_id, "hangup", net.now)  # only once
+    net.flush()
+    (to_contact,) = [parse(d) for label, d in net.seen("bob") if label == "INVITE" and b"+4930555" in d]
+    assert to_contact.uri == "sip:+4930555@127.0.2.2:5062" and to_contact.from_.startswith("<sip:+4930999@")
+    assert to_contact.header("X-Contact") is None  # the carrier is not told the campaign's ids
+    contact = net.incoming(net.bob)
+    contact.answer(net.now + 5, ANSWER)
+    net.flush(net.now + 5)
+    contact.bye(net.now + 60)
+    net.flush(net.now + 60)
+    (s,) = [s for s in net.switch.take(CallSummary) if s.call_id == call_id]
+    assert (s.direction, s.campaign_id, s.contact_id, s.callee, s.user) == ("outbound", "spring", "c42", "+4930555", "1001")
+    assert (s.answered_at, s.leg_b_answered_at) == (3.0, 8.0)
+    talk = [e for e in log(net) if e.kind == "talk_end" and e.agent == "carol"]
+    assert [e.member for e in talk] == [call_id]
+
+
+def test_a_preview_calls_contact_rings_for_the_time_it_was_sent_with(net):
+    register(net, net.carol, "1001", "secret1001")
+    call_id = net.switch.calls.originate("+4930555", net.now, user="1001", target=None, agent="carol")
+    net.flush()
+    net.incoming(net.carol).answer(net.now, CAROL_ANSWER)
+    net.flush()
+    net.switch.calls.send(call_id, "trunk:carrier/+4930555", net.now, ring_timeout=25.0)
+    net.flush()
+    contact = net.incoming(net.bob)
+    contact.ring(net.now)
+    net.flush()
+    net.run_until(24.5)
+    assert contact.state != TERMINATED
+    net.run_until(25.5)
+    assert contact.state == TERMINATED and "CANCEL →" in net.trace("switch", "bob")
+
+
+def test_a_preview_call_to_an_agent_whose_phone_is_not_registered_is_refused(net):
+    assert net.switch.calls.originate("+4930555", net.now, user="1001", target=None) is None
+
+
 def test_outbound_calls_over_the_trunk_channels_are_refused(net):
     ids = [net.switch.calls.originate(f"+49305550{i}", net.now, trunk="carrier", target="hangup") for i in range(3)]
     assert ids[2] is None and all(ids[:2])  # the trunk has 2 channels

@@ -34,7 +34,7 @@ from __future__ import annotations
 import secrets
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from core import acd as acd_model
 from core.acd.log import QueueLogEntry
@@ -363,12 +363,15 @@ class Leg:
 class Outbound:
     """A call the switch placed: where it goes once answered, the offer it made, the campaign."""
 
-    target: str
+    target: str | None  # None: hold once answered, until ``B2BUA.send``
     offer: SessionDescription
     campaign_id: str = ""
     contact_id: str = ""
     detect: bool = False  # answering-machine detection before the call goes on
     amd: str = ""  # "pending" while listening, then the verdict
+    agent: str = ""  # the agent whose phone leg A rings (a preview call), busy once answered
+    agent_first: bool = False  # leg A is an agent's phone and leg B the party the call is for
+    ring_timeout: float | None = None  # how long leg B may ring once ``send`` dials it
 
 
 @dataclass(slots=True)
@@ -495,6 +498,8 @@ class B2BUA:
         self._acd_deadline: float | None = None
         self._acd_started = False
         self._acd_inbox: deque = deque()  # phone registrations, fed to the ACD at the next step
+        # An agent's disposition code (agent, code, now) -> whether a campaign took it (the dialler's).
+        self.on_disposition: Callable[[str, str, float], bool] | None = None
         if config.agents or config.queues:
             self._start_acd(now=0.0)
 
@@ -663,6 +668,13 @@ class B2BUA:
         elif call.caller and any(b.received.host == host for b in self.registrar.lookup(call.caller, now)):
             call.source = "users"
         if call.source == "users" and self.acd is not None and call.caller in self.phone_agent:
+            code = self._disposition_code(call.callee)
+            if code is not None:
+                # Taken: a beep; nothing to give it to (no campaign call of this agent's): busy tone.
+                taken = self.on_disposition is not None and self.on_disposition(
+                    self.phone_agent[call.caller], code, now)
+                self._host(call, msg, now, HANGUP, prompt="beep" if taken else "busy")
+                return
             change = self._feature_code(call.callee)
             if change is not None:
                 self._agent_status(self.phone_agent[call.caller], *change, now)
@@ -760,16 +772,23 @@ class B2BUA:
         self._summary(call, now, disposition, status, SWITCH)
 
     # -- outbound calls the switch places (campaigns, click-to-call) ------------------------------
-    def originate(self, number: str, now: float, *, trunk: str, target: str, caller_id: str = "",
+    def originate(self, number: str, now: float, *, trunk: str | None = None, user: str | None = None,
+                  target: str | None, caller_id: str = "", display: str = "", agent: str = "",
                   ring_timeout: float | None = None, campaign_id: str = "", contact_id: str = "",
                   amd: bool = False) -> str | None:
-        """Call ``number`` through ``trunk``; once answered the switch hosts the call and sends it to
-        ``target`` (a campaign's queue: the ACD connects an agent; "prompt:…" a message). Returns the
-        call's id (leg A's Call-ID), or None when a channel limit or the ports refuse it (counted as
-        refused). The call ends with a ``CallSummary`` like any other (direction "outbound")."""
-        config = self.config.trunk(trunk)
+        """Place a call: to ``number`` through ``trunk``, or to ``user``'s registered phone (a preview
+        campaign rings the agent first, ``display`` naming the contact in the From, and ``number`` is
+        the contact the call is for). Once answered the switch hosts the call and sends it to
+        ``target`` (a campaign's queue: the ACD connects an agent; "prompt:…" a message); with no
+        target it holds until ``send`` names one. ``agent`` is the agent on ``user``'s phone: busy in
+        the ACD from the answer to the end. Returns the call's id (leg A's Call-ID), or None when a
+        channel limit, the ports or an unregistered user refuse it (counted as refused). The call ends
+        with a ``CallSummary`` like any other (direction "outbound")."""
+        config = self.config.trunk(trunk) if trunk is not None else None
+        bindings = self.registrar.lookup(user, now) if user is not None else ()
         if self.draining or len(self.calls) >= self.config.limits.max_calls or (
-                config.channels is not None and self._trunk_calls[trunk] >= config.channels):
+                config is not None and config.channels is not None and self._trunk_calls[trunk] >= config.channels
+        ) or (config is None and not bindings):
             self.stats["refused"] += 1
             return None
         port_a, port_b = self.ports.allocate(), self.ports.allocate()
@@ -778,16 +797,26 @@ class B2BUA:
             self.ports.release(port_b)
             self.stats["refused"] += 1
             return None
-        codecs = [c for c in (config.codecs or self.config.media.codecs)
+        codecs = [c for c in ((config.codecs if config is not None else None) or self.config.media.codecs)
                   if c.lower() in ("pcmu", "pcma", "telephone-event")] or ["PCMU", "telephone-event"]
         a = Leg(None, port_a)
         offer = a.origin.anchor(own_offer(codecs, self.address), address=self.address, port=port_a)
         a.last_sdp = offer.serialize()
-        uri, peer = self._trunk_target(config, number)
-        from_uri = f"sip:{caller_id or 'switch'}@{self._from_host}"
+        headers: tuple[tuple[str, str], ...] = ()
+        if config is not None:
+            uri, peer = self._trunk_target(config, number)
+            from_uri = f"sip:{caller_id or 'switch'}@{self._from_host}"
+        else:
+            uri, peer = bindings[0].contact, bindings[0].received
+            # The agent's phone shows whom the call is for before anyone is dialled (RFC 3261 §20.20:
+            # the display-name), and a CRM behind it gets the ids.
+            from_uri = f"sip:{number or 'switch'}@{self._from_host}"
+            if campaign_id:
+                headers = (("X-Campaign", campaign_id), ("X-Contact", contact_id))
         try:
             a.session = self.sessions.invite(uri, from_uri, now, body=a.last_sdp, peer=peer,
-                                             credentials=_credentials(config))
+                                             credentials=_credentials(config), headers=headers,
+                                             display=display)
         except (ProtocolError, ValueError):
             self.ports.release(port_a)
             self.ports.release(port_b)
@@ -796,17 +825,33 @@ class B2BUA:
         self.stats["offered"] += 1
         call.a, call.b = a, Leg(None, port_b)
         a.uri = call.b_uri = uri
-        call.outbound = Outbound(target, offer, campaign_id, contact_id, amd)
+        call.outbound = Outbound(target, offer, campaign_id, contact_id, amd, agent=agent, agent_first=config is None)
         call.caller, call.callee = caller_id, number
-        call.source = trunk
+        if config is not None:
+            call.source = trunk
+            call.trunks = [trunk]
+            self._trunk_calls[trunk] += 1
+        else:
+            call.user = user
         call.supported = {c.lower() for c in codecs}
-        call.trunks = [trunk]
-        self._trunk_calls[trunk] += 1
         call.state = CALLING
         self.calls[call.id] = call
         self._by_session[a.session] = call
         call.timer = self.wheel.schedule(now + (ring_timeout or self.config.calls.ring_timeout), (call, RING_TIMEOUT))
         return call.id
+
+    def send(self, call_id: str, target: str, now: float, *, ring_timeout: float | None = None) -> bool:
+        """Send an answered outbound call that holds with no target (``originate`` without one) on
+        to ``target`` (a user or trunk there rings for ``ring_timeout``, else the node's ring timeout).
+        False when there is no such call waiting."""
+        call = self.calls.get(call_id)
+        if call is None or call.outbound is None or not call.hosted or call.outbound.target is not None:
+            return False
+        call.outbound.target = target
+        call.outbound.ring_timeout = ring_timeout
+        self._go(call, target, now)
+        self.process(now)
+        return True
 
     def abandon(self, call_id: str, prompt: str, now: float) -> bool:
         """An answered outbound call that found no agent in time (the predictive dialler's 2-second
@@ -877,8 +922,14 @@ class B2BUA:
             self._finish(call, now, disposition, event.status, CALLEE if event.status < 500 else None)
 
     def _live(self, call: Call, now: float) -> None:
+        agent = call.outbound.agent
+        if agent and self.acd is not None and agent not in call.busy_agents:
+            call.busy_agents.append(agent)  # the end of the call gives the agent back (and wrap-up)
+            self.acd.handle_event(acd_model.AgentCallStarted(agent), now)
+            self._log(now, "state", agent=agent, reason=acd_model.TALKING, member=call.id)
         self._events.append(LiveAnswer(call.id))
-        self._go(call, call.outbound.target, now)
+        if call.outbound.target is not None:
+            self._go(call, call.outbound.target, now)
 
     def amd_result(self, call_id: str, verdict: str, now: float) -> None:
         """The answering-machine detector's verdict on an outbound call (HUMAN, MACHINE, NOTSURE): a
@@ -1069,7 +1120,7 @@ class B2BUA:
     def _from_uri(self, call: Call) -> str:
         # The caller's number goes on as B's From user (caller ID); the host is ours (RFC 3261 §8.1.1.3).
         # For a call the switch placed, the agent sees whom it reached.
-        who = call.callee if call.outbound is not None else call.caller
+        who = call.callee if call.outbound is not None and not call.outbound.agent_first else call.caller
         return f"sip:{who}@{self._from_host}" if who else "sip:anonymous@anonymous.invalid"
 
     def _trunk_target(self, trunk, number: str) -> tuple[str, Peer]:
@@ -1088,7 +1139,7 @@ class B2BUA:
             call.offer_b = sd
         leg.last_sdp = sd.serialize()
         headers = ()
-        if call.outbound is not None and call.outbound.campaign_id:
+        if call.outbound is not None and call.outbound.campaign_id and not call.outbound.agent_first:
             # The agent's phone (and a CRM behind it) learns which contact this is.
             headers = (("X-Campaign", call.outbound.campaign_id), ("X-Contact", call.outbound.contact_id))
         try:
@@ -1121,7 +1172,8 @@ class B2BUA:
         call.b_uri = target
         self._play(call, ["ringback"], now, loop=True)
         self._cancel_timer(call)
-        call.timer = self.wheel.schedule(now + self.config.calls.ring_timeout, (call, RING_TIMEOUT))
+        limit = call.outbound.ring_timeout if call.outbound is not None else None
+        call.timer = self.wheel.schedule(now + (limit or self.config.calls.ring_timeout), (call, RING_TIMEOUT))
 
     def _hosted_event(self, call: Call, session: InviteSession, is_a: bool, event: Any, now: float) -> None:
         if is_a:
@@ -1374,6 +1426,14 @@ class B2BUA:
             event = acd_model.PhoneRegistered(user) if registered else acd_model.PhoneUnregistered(user)
             self._acd_inbox.append(event)
 
+    def agent_status(self, agent: str, status: str, reason: str, now: float) -> None:
+        """Set ``agent``'s status from outside the phone (a preview the agent missed too often puts
+        them on break with reason "no_answer"), logged like a feature code's change."""
+        if self.acd is None:
+            return
+        self._agent_status(agent, status, reason, now)
+        self.process(now)
+
     def _agent_status(self, agent: str, status: str, reason: str, now: float) -> None:
         self.acd.handle_event(acd_model.AgentStatusChanged(agent, status, reason), now)
         self._log(now, "status", agent=agent, reason=status, detail=reason)
@@ -1401,6 +1461,14 @@ class B2BUA:
                 return acd_model.ON_BREAK, reasons[0]
             if rest.isdigit() and 1 <= int(rest) <= len(reasons):
                 return acd_model.ON_BREAK, reasons[int(rest) - 1]
+        return None
+
+    def _disposition_code(self, number: str) -> str | None:
+        """The disposition a dialled code gives (the [acd] disposition code and the code's number)."""
+        codes = self.config.acd
+        rest = number[len(codes.disposition):] if number.startswith(codes.disposition) else ""
+        if rest.isdigit() and 1 <= int(rest) <= len(codes.dispositions):
+            return codes.dispositions[int(rest) - 1]
         return None
 
     def _log(self, now: float, kind: str, **fields) -> None:

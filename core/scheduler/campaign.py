@@ -541,6 +541,14 @@ class Campaign:
             return None
         return self._dial(record, now, agent)
 
+    def preview_release(self, agent: str, now: float) -> None:
+        """The preview was never looked at (the agent's phone did not answer): the contact goes back
+        to its place in the list."""
+        cid = self._previews.pop(agent, None)
+        if cid is None:
+            raise CampaignError(f"agent {agent!r} has no contact in preview")
+        self._update(self.contacts[cid], state=PENDING, agent="")
+
     def preview_skip(self, agent: str, now: float) -> None:
         """The agent passes: the contact goes to the end of the list."""
         cid = self._previews.pop(agent, None)

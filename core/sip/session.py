@@ -512,6 +512,13 @@ class InviteSession:
             self.layer._events.append(ReinviteConfirmed(self, msg))
 
 
+def _quoted(text: str) -> str:
+    """``text`` as the inside of a quoted-string (RFC 3261 §25.1): a backslash and a double quote
+    become quoted-pairs; control characters, which qdtext does not allow, are dropped."""
+    text = "".join(ch for ch in text if ch >= " " and ch != "\x7f")
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 class SessionLayer:
     """Every INVITE session of one worker: fed the transaction layer's events, it keeps dialogs
     and answers what belongs to them."""
@@ -541,13 +548,16 @@ class SessionLayer:
 
     # -- UAC ------------------------------------------------------------------------------------
     def invite(self, target: str, from_uri: str, now: float, *, body: bytes = b"",
-               peer: Peer | None = None, headers=(), credentials: tuple[str, str] | None = None) -> InviteSession:
+               peer: Peer | None = None, headers=(), credentials: tuple[str, str] | None = None,
+               display: str = "") -> InviteSession:
         """Call ``target`` (a SIP URI) from ``from_uri`` (§8.1.1, §13.2.1); ``peer`` overrides the
         next hop taken from the target. ``credentials`` (username, password) answer a 401/407
-        challenge to the INVITE (§22.2): the INVITE is sent again with the answer, CSeq one up."""
+        challenge to the INVITE (§22.2): the INVITE is sent again with the answer, CSeq one up.
+        ``display`` goes in the From as its display-name (a quoted-string, §25.1)."""
         tag = new_tag()
         call_id = f"{secrets.token_hex(12)}@{self._sent_by}"
-        lines = [("Via", self.via()), ("Max-Forwards", "70"), ("From", f"<{from_uri}>;tag={tag}"),
+        name = f'"{_quoted(display)}" ' if display else ""
+        lines = [("Via", self.via()), ("Max-Forwards", "70"), ("From", f"{name}<{from_uri}>;tag={tag}"),
                  ("To", f"<{target}>"), ("Call-ID", call_id), ("CSeq", "1 INVITE"),
                  ("Contact", self.contact)]
         if body:

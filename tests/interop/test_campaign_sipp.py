@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bindings.acdlog import read_queue_log
 from bindings.campaigns import CampaignStore
 from bindings.storage import Storage
 from core.cdr.record import Direction
@@ -420,3 +421,116 @@ def test_an_answered_call_no_agent_takes_within_connect_limit_hears_the_message_
     campaign = campaign_state(node.data_dir, text)
     assert campaign.counters == {"abandoned": 1}
     assert campaign.contacts["c-solo"].state == "done"
+
+
+# -- preview -------------------------------------------------------------------------------------------
+def test_a_preview_campaign_rings_the_agent_with_the_contact_and_dials_it_once_the_agent_answers(setup):
+    s = setup(1)
+    text = s.config([ANSWERS, BUSY], 'mode = "preview"\nmax_attempts = 1\nretry = {}')
+    s.start_callee()
+    s.register_phones(text)
+    node = s.start_node(text)
+    until(lambda: s.records_so_far() >= 2, what="both previews' calls ended", context=s.context)
+    time.sleep(1.0)  # a few ticks more: nothing else may be shown or dialled
+    node.assert_clean_exit()
+
+    # The agent's phone was shown each contact (display-name and ids) before anyone was dialled, in
+    # list order, one at a time.
+    (phone,) = s.phones
+    shown = phone.invites()
+    assert [m.headers.get("x-contact") for m in shown] == ["c-ans", "c-busy"], s.context()
+    assert all(m.headers.get("x-campaign") == CAMPAIGN for m in shown)
+    assert shown[0].headers["from"].startswith(f'"Contact c-ans {ANSWERS[1]}" <sip:{ANSWERS[1]}@')
+    # Each contact was dialled once, through the trunk with the campaign's caller ID, only after the
+    # agent's phone answered its preview.
+    answered = [m.at for m in logged(phone.workdir / f"{phone.name}-messages.log")
+                if not m.received and m.start.startswith("SIP/2.0 200") and "INVITE" in m.headers.get("cseq", "")]
+    dialled = s.dialled()
+    assert s.numbers() == [ANSWERS[1], BUSY[1]]
+    assert all(m.headers["from"].startswith("<sip:+4930123400@") for m in dialled)
+    assert "x-contact" not in dialled[0].headers  # the carrier is not told the campaign's ids
+    assert len(answered) == 2 and all(a <= d.at for a, d in zip(answered, dialled)), (answered, [d.at for d in dialled])
+
+    records = sorted(read_records(node.data_dir), key=lambda r: r.offered)
+    assert [(r.contact_id, r.campaign_id, r.direction) for r in records] == [
+        ("c-ans", CAMPAIGN, Direction.OUTBOUND), ("c-busy", CAMPAIGN, Direction.OUTBOUND)]
+    campaign = campaign_state(node.data_dir, text)
+    assert campaign.counters == {"answered": 1, "busy": 1}
+    assert {a.contact: (a.result, a.agent) for a in campaign.attempts.values()} == {
+        "c-ans": ("answered", "a1"), "c-busy": ("busy", "a1")}
+
+
+def test_a_preview_the_agent_declines_is_never_dialled_and_goes_to_the_end_of_the_list(setup):
+    s = setup(1)
+    text = s.config([ANSWERS, BUSY], 'mode = "preview"\nmax_attempts = 1\nretry = {}')
+    s.start_callee()
+    s.register_phones(text, scenario="uas_busy.xml")  # the agent declines every preview (486)
+    node = s.start_node(text)
+    (phone,) = s.phones
+    until(lambda: len(phone.invites()) >= 3, what="three previews shown", context=s.context)
+    node.assert_clean_exit()
+
+    # Shown in turn, each going to the end of the list when declined; nobody dialled.
+    contacts = [m.headers.get("x-contact") for m in phone.invites()]
+    assert contacts[:3] == ["c-ans", "c-busy", "c-ans"], contacts
+    assert s.dialled() == []
+    campaign = campaign_state(node.data_dir, text)
+    assert campaign.attempts == {} and campaign.counters == {}
+    assert {cid: (r.state, r.attempts) for cid, r in campaign.contacts.items()} == {
+        "c-ans": ("pending", 0), "c-busy": ("pending", 0)}
+
+
+def test_an_agent_who_misses_previews_keeps_the_contact_in_its_place_and_goes_on_break(setup):
+    s = setup(1)
+    text = s.config([ANSWERS, BUSY], 'mode = "preview"\nmax_attempts = 1\nretry = {}')
+    text = text.replace("max_no_answer = 0", "max_no_answer = 2").replace("ring_timeout = 5.0", "ring_timeout = 1.0")
+    (s.tmp / "switchcore.toml").write_text(text)
+    s.start_callee()
+    s.register_phones(text, scenario="uas_ring.xml")  # the agent's phone rings and rings
+    node = s.start_node(text)
+    (phone,) = s.phones
+    until(lambda: len(phone.received("CANCEL")) >= 2, what="two previews rung out", context=s.context)
+    time.sleep(1.5)  # more than a ring time and a few ticks: a third preview would have come
+    node.assert_clean_exit()
+
+    # The same contact both times (a preview nobody looked at keeps its place), then no more: the
+    # agent is on break with reason "no_answer".
+    assert [m.headers.get("x-contact") for m in phone.invites()] == ["c-ans", "c-ans"], s.context()
+    assert s.dialled() == []
+    campaign = campaign_state(node.data_dir, text)
+    assert campaign.attempts == {} and campaign.contacts["c-ans"].state == "pending"
+    with Storage(node.data_dir) as storage:
+        entries = list(read_queue_log(storage))
+    assert [(e.kind, e.agent, e.reason, e.detail) for e in entries if e.kind == "status"][-1] == (
+        "status", "a1", "on_break", "no_answer")
+
+
+# -- the agent's disposition -----------------------------------------------------------------------------
+def test_an_agents_dnc_disposition_from_the_phone_lands_on_the_attempt_and_the_dnc_list(setup):
+    s = setup(1)
+    text = s.config([ANSWERS], 'mode = "progressive"\nmax_attempts = 2\nretry = {}')
+    s.start_callee()
+    s.register_phones(text)
+    node = s.start_node(text)
+    until(lambda: s.records_so_far() >= 1, what="the contact's call ended", context=s.context)
+    (phone,) = s.phones
+
+    def dial(code: str) -> int:
+        # From the agent's phone (its registered address, another port): answered, a tone, hung up.
+        return subprocess.run(
+            sipp_command(s.sipp, phone.workdir, f"code{code.lstrip('*')}", "uac_queue_caller.xml", phone.host,
+                         free_port(phone.host), "-m", "1", "-s", code, "-key", "caller", phone.user,
+                         f"{node.host}:{node.port}"),
+            cwd=phone.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30).returncode
+
+    assert dial("*652") == 0, s.context()  # the second disposition: "dnc"
+    assert dial("*659") != 0  # no ninth disposition: not a feature code, no route (404)
+    node.assert_clean_exit()
+
+    campaign = campaign_state(node.data_dir, text)
+    (attempt,) = campaign.attempts.values()
+    assert (attempt.result, attempt.disposition, attempt.agent) == ("answered", "dnc", "a1")
+    assert campaign.contacts["c-ans"].result == "dnc"
+    with Storage(node.data_dir) as storage:
+        dnc = CampaignStore(storage).load_dnc()
+    assert ANSWERS[1] in dnc
