@@ -304,6 +304,10 @@ class Dialler:
             except CampaignError as exc:
                 log.error("campaign %s: result of %s not taken: %s", run.config.name, dial.id, exc)
 
+    def shown(self, agent: str):
+        """The preview on ``agent``'s phone (``core.scheduler.campaign.Preview``), None when none is."""
+        return next((p for run in self.runs.values() if (p := run.campaign.shown(agent)) is not None), None)
+
     def disposition(self, agent: str, code: str, now: float) -> bool:
         """The agent's disposition code for the last campaign call they had (the [acd] disposition
         feature code): on the attempt at once (a "dnc" also on the do-not-call list). False when the

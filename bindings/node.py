@@ -33,6 +33,7 @@ import uvloop
 
 from bindings.acdlog import QueueLog
 from bindings.cdr import CdrWriter
+from bindings.control import ControlApi
 from bindings.dialler import TICK, CampaignFileError, Dialler
 from bindings.media import AmdVerdict, MediaPlane
 from bindings.records import CallRecords
@@ -97,6 +98,7 @@ class Node:
         self._kpi_task: asyncio.Task | None = None
         self.dialler: Dialler | None = None
         self._dial_task: asyncio.Task | None = None
+        self.control: ControlApi | None = None
         self.media: MediaPlane | None = None
         self.endpoint: Endpoint | None = None
         self.udp: dict[int, UdpTransport] = {}  # by address family
@@ -174,12 +176,27 @@ class Node:
                 except CampaignFileError as exc:
                     raise StartError(str(exc)) from None
                 self._dial_task = loop.create_task(self._dial_loop())
+            if cfg.control.listen:
+                self.control = ControlApi(cfg, self.endpoint.calls, self.dialler, flush=self._after_control)
+                try:
+                    where = await self.control.start()
+                except OSError as exc:
+                    raise StartError(f"control.listen: {cfg.control.listen}: {exc.strerror}") from None
+                print(f"control API on http://{where}", file=sys.stderr, flush=True)
         for line in self.listening:
             print(f"listening on {line}", file=sys.stderr, flush=True)
         log.info("node %s up, data in %s", cfg.node.name, cfg.node.data_dir)
 
+    def _after_control(self) -> None:
+        """What a control request made the call layer do goes out now."""
+        self.flush()
+        self.arm_timer()
+
     async def stop(self) -> None:
         """Refuse new work, let pending transactions finish for a moment, then close and sync."""
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
         if self._dial_task is not None:
             self._dial_task.cancel()
             self._dial_task = None

@@ -423,6 +423,16 @@ class AcdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int = 0
 
 
+class ControlConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """[control]: the node's control API (HTTP and JSON: campaigns started, paused, resumed and
+    stopped, numbers put on the do-not-call list, agents' status and the preview they are shown).
+    Off unless ``listen`` names an address; anywhere but loopback it needs a ``token``, sent as
+    "Authorization: Bearer TOKEN"."""
+
+    listen: str = ""  # HOST:PORT, "" = no control API
+    token: str = ""
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole file. A new section is a new field here with a default."""
 
@@ -440,6 +450,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     queues: tuple[QueueConfig, ...] = ()
     acd: AcdConfig = msgspec.field(default_factory=AcdConfig)
     campaigns: tuple[CampaignConfig, ...] = ()
+    control: ControlConfig = msgspec.field(default_factory=ControlConfig)
 
     def user(self, name: str) -> User | None:
         for user in self.users:
@@ -1090,12 +1101,29 @@ def _rule_acd(config: Config, error: Report) -> None:
     if not acd.break_reasons or not all(acd.break_reasons):
         error("acd.break_reasons", "give at least one reason, none empty")
     if acd.pause != acd.disposition and (acd.disposition.startswith(acd.pause) or acd.pause.startswith(acd.disposition)):
-        error("acd.disposition", f"{acd.disposition!r} and acd.pause {acd.pause!r} start alike: a code and its "
-                                 "digit would be read as the other")
+        error("acd.disposition", f"{_describe(acd.disposition)} and acd.pause {_describe(acd.pause)} start "
+                                 "alike: a code and its digit would be read as the other")
     for code in acd.dispositions:
         if not re.match(r"^[a-z0-9_]{1,32}$", code):
             error("acd.dispositions", f"{_describe(code)} is not a disposition code (1-32 of a-z 0-9 _)")
             break
+
+
+def _rule_control(config: Config, error: Report) -> None:
+    listen = config.control.listen
+    if not listen:
+        return
+    try:
+        host, _ = parse_host_port(listen)
+    except ValueError as exc:
+        error("control.listen", f"{_describe(listen)}: {exc}")
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not config.control.token:
+        error("control.token", f"needed: control.listen {_describe(listen)} is not a loopback address")
 
 
 # The rules that span keys, each skipped when a key it reads failed to decode. A new section
@@ -1118,6 +1146,7 @@ _RULES: tuple[Callable[[Config, Report], None], ...] = (
     _rule_acd,
     _rule_campaigns,
     _rule_calls,
+    _rule_control,
 )
 
 _TOML_POSITION = re.compile(r"^(?P<problem>.*?) \((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$")

@@ -356,9 +356,20 @@ def test_routes_naming_configured_users_and_trunks_are_valid():
     "section, problem",
     [
         ('disposition = "*63"', "acd.disposition: the same code as acd.pause"),
-        ('disposition = "*6"', "acd.disposition: '*6' and acd.pause '*63' start alike: a code and its digit would be read as the other"),
+        ('disposition = "*6"', 'acd.disposition: "*6" and acd.pause "*63" start alike: a code and its digit would be read as the other'),
         ('dispositions = ["callback", "Call Back"]', 'acd.dispositions: "Call Back" is not a disposition code (1-32 of a-z 0-9 _)'),
     ],
 )
 def test_disposition_code_problems(section, problem):
     assert errors_of(f"[acd]\n{section}\n") == [f"site.toml: {problem}"]
+
+
+@pytest.mark.parametrize(
+    "section, problem",
+    [
+        ('listen = "127.0.0.1"', 'control.listen: "127.0.0.1": expected HOST:PORT'),
+        ('listen = "0.0.0.0:8080"', 'control.token: needed: control.listen "0.0.0.0:8080" is not a loopback address'),
+    ],
+)
+def test_control_problems(section, problem):
+    assert errors_of(f"[control]\n{section}\n") == [f"site.toml: {problem}"]

@@ -505,10 +505,7 @@ class Campaign:
     def preview(self, agent: str, now: float) -> Preview | None:
         """The next contact for ``agent`` to look at (the same one again if the agent has one); None
         when nobody is due or the campaign is not running."""
-        cid = self._previews.get(agent)
-        if cid is not None:
-            record = self.contacts[cid]
-        else:
+        if agent not in self._previews:
             if self.state != RUNNING:
                 return None
             taken = self._take(now, 1)
@@ -516,7 +513,7 @@ class Campaign:
                 return None
             record = self._update(taken[0], state=PREVIEWING, agent=agent)
             self._previews[agent] = record.contact.id
-        return Preview(self.name, agent, record.contact, record.attempts, record.callback, record.result)
+        return self.shown(agent)
 
     def preview_dial(self, agent: str, now: float) -> Dial | None:
         """The agent starts the call of their preview. None (the contact goes back, or is closed) when
@@ -540,6 +537,14 @@ class Campaign:
             self._update(record, state=PENDING, agent="", due=max(record.due, opening))
             return None
         return self._dial(record, now, agent)
+
+    def shown(self, agent: str) -> Preview | None:
+        """The preview ``agent`` has now, if any (nothing is taken: see ``preview``)."""
+        cid = self._previews.get(agent)
+        if cid is None:
+            return None
+        record = self.contacts[cid]
+        return Preview(self.name, agent, record.contact, record.attempts, record.callback, record.result)
 
     def preview_release(self, agent: str, now: float) -> None:
         """The preview was never looked at (the agent's phone did not answer): the contact goes back

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -534,3 +537,65 @@ def test_an_agents_dnc_disposition_from_the_phone_lands_on_the_attempt_and_the_d
     with Storage(node.data_dir) as storage:
         dnc = CampaignStore(storage).load_dnc()
     assert ANSWERS[1] in dnc
+
+
+# -- the control API -------------------------------------------------------------------------------------
+def control(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """One request to the node's control API; (status, the JSON answer)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_control_api_pauses_and_resumes_a_campaign_and_puts_numbers_on_the_dnc_list(setup):
+    s = setup(1)
+    later = ("c-later", "+49301110031", OPEN)  # answers; taken off by the API before its turn
+    text = s.config([ANSWERS, BUSY, later], 'mode = "progressive"\nmax_attempts = 1\nretry = {}')
+    port = free_port()
+    text += f'\n[control]\nlisten = "127.0.0.1:{port}"\n'
+    s.start_callee(talk_ms=1500)
+    s.register_phones(text)
+    node = s.start_node(text)
+    until(lambda: len(s.dialled()) >= 1, what="the first contact dialled", context=s.context)
+    status, paused = control(port, "POST", f"/campaigns/{CAMPAIGN}/pause")
+    assert (status, paused["state"]) == (200, "paused"), paused
+    assert control(port, "POST", f"/campaigns/{CAMPAIGN}/pause")[0] == 409  # already paused
+    status, added = control(port, "POST", "/dnc", {"number": "030 1110031"})  # a German number, written locally
+    assert (status, added) == (201, {"number": later[1], "added": True})
+    assert control(port, "GET", f"/dnc/{later[1]}")[1]["listed"] is True
+    assert control(port, "POST", "/dnc", {"number": "12"})[0] == 400
+    # Paused: the call out runs to its end (1.5 s of talk), nothing new is dialled.
+    until(lambda: s.records_so_far() >= 1, what="the first call ended", context=s.context)
+    time.sleep(1.0)
+    assert s.numbers() == [ANSWERS[1]]
+
+    # The agent's status, set through the API as the phone's feature codes would.
+    status, agent = control(port, "POST", "/agents/a1/status", {"status": "on_break", "reason": "lunch"})
+    assert (status, agent["status"], agent["reason"]) == (200, "on_break", "lunch")
+    assert control(port, "POST", "/agents/a1/status", {"status": "asleep"})[0] == 400
+    assert control(port, "POST", "/agents/a1/status", {"status": "available"})[1]["status"] == "available"
+
+    assert control(port, "POST", f"/campaigns/{CAMPAIGN}/resume")[1]["state"] == "running"
+    until(lambda: s.records_so_far() >= 2, what="the busy contact dialled after the resume", context=s.context)
+    time.sleep(1.0)
+    status, seen = control(port, "GET", f"/campaigns/{CAMPAIGN}")
+    node.assert_clean_exit()
+
+    # The contact put on the DNC list was never dialled; the API's figures are the campaign's.
+    assert s.numbers() == [ANSWERS[1], BUSY[1]]
+    assert (status, seen["state"], seen["results"], seen["pending"]) == (200, "running", {"answered": 1, "busy": 1}, 0)
+    campaign = campaign_state(node.data_dir, text)
+    assert campaign.contacts["c-later"].result == "dnc"
+    assert control_is_closed(port)
+
+
+def control_is_closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
