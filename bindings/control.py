@@ -10,6 +10,9 @@ What an operator, a wallboard or an agent's screen asks of a running node ([cont
     GET  /agents/ID                          status (set by the agent), state (set by the switch), the
                                              contact of the preview on the agent's phone
     POST /agents/ID/status {"status": "available"|"on_break"|"logged_out", "reason": "lunch"}
+    POST /agents/ID/disposition {"code": "callback", "at": 1795000000}
+                                             the agent's last campaign call disposed of; a "callback" at
+                                             the time the contact asked for (Unix seconds)
 
 Every request runs to its end on the loop thread, between the call layer's steps, so it sees and changes
 the same objects the calls do without a lock (the ACD's and the campaigns' single owner). A change is
@@ -31,7 +34,7 @@ from typing import Any, Callable
 import msgspec
 
 from core.acd import model as acd_model
-from core.scheduler.campaign import CampaignError
+from core.scheduler.campaign import DISPOSITION_CALLBACK, CampaignError
 from core.config import parse_host_port
 from core.scheduler.contacts import NumberError, normalise
 
@@ -61,6 +64,11 @@ class DncRequest(msgspec.Struct, forbid_unknown_fields=True):
 class StatusRequest(msgspec.Struct, forbid_unknown_fields=True):
     status: str
     reason: str = ""
+
+
+class DispositionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    code: str
+    at: float | None = None  # a call-back's time (Unix seconds); None: the campaign's callback delay
 
 
 class ControlApi:
@@ -225,6 +233,17 @@ class ControlApi:
                 if reason not in reasons:
                     raise _Refused(400, f"reason: expected one of {', '.join(reasons)}, got {reason!r}")
             self.calls.agent_status(agent, req.status, reason if req.status == acd_model.ON_BREAK else "", now)
+        elif rest == ["disposition"]:
+            _allow(method, "POST")
+            req = _decode(body, DispositionRequest)
+            if req.code not in self.config.acd.dispositions:
+                raise _Refused(400, f"code: expected one of {', '.join(self.config.acd.dispositions)}, got {req.code!r}")
+            if req.at is not None and req.code != DISPOSITION_CALLBACK:
+                raise _Refused(400, f"at: only a {DISPOSITION_CALLBACK!r} has a time")
+            if req.at is not None and req.at <= now:
+                raise _Refused(400, "at: the call-back time has passed")
+            if self.dialler is None or not self.dialler.disposition(agent, req.code, now, req.at):
+                raise _Refused(409, f"agent {agent!r} has had no campaign call to dispose of")
         elif rest:
             raise _Refused(404, f"no such resource under agent {agent!r}")
         else:

@@ -308,16 +308,17 @@ class Dialler:
         """The preview on ``agent``'s phone (``core.scheduler.campaign.Preview``), None when none is."""
         return next((p for run in self.runs.values() if (p := run.campaign.shown(agent)) is not None), None)
 
-    def disposition(self, agent: str, code: str, now: float) -> bool:
+    def disposition(self, agent: str, code: str, now: float, at: float | None = None) -> bool:
         """The agent's disposition code for the last campaign call they had (the [acd] disposition
-        feature code): on the attempt at once (a "dnc" also on the do-not-call list). False when the
-        agent has had no campaign call since the node started."""
+        feature code, or the control API with ``at``, the time a "callback" was asked for): on the
+        attempt at once (a "dnc" also on the do-not-call list). False when the agent has had no
+        campaign call since the node started."""
         found = self.last.get(agent)
         if found is None:
             return False
         run, dial = found
         try:
-            self.store.result(run.campaign, dial.id, "disposition", now, disposition=code, agent=agent)
+            self.store.result(run.campaign, dial.id, "disposition", now, disposition=code, agent=agent, at=at)
         except CampaignError as exc:
             log.error("campaign %s: disposition %s of %s not taken: %s", run.config.name, code, dial.id, exc)
             return False

@@ -551,7 +551,7 @@ def control(port: int, method: str, path: str, body: dict | None = None) -> tupl
         return exc.code, json.loads(exc.read())
 
 
-def test_the_control_api_pauses_and_resumes_a_campaign_and_puts_numbers_on_the_dnc_list(setup):
+def test_the_control_api_pauses_and_resumes_a_campaign_takes_dispositions_and_dnc_numbers(setup):
     s = setup(1)
     later = ("c-later", "+49301110031", OPEN)  # answers; taken off by the API before its turn
     text = s.config([ANSWERS, BUSY, later], 'mode = "progressive"\nmax_attempts = 1\nretry = {}')
@@ -573,6 +573,12 @@ def test_the_control_api_pauses_and_resumes_a_campaign_and_puts_numbers_on_the_d
     time.sleep(1.0)
     assert s.numbers() == [ANSWERS[1]]
 
+    # The agent's disposition of that call: the contact asked to be called back in an hour.
+    back_at = round(time.time()) + 3600
+    assert control(port, "POST", "/agents/a1/disposition", {"code": "sale", "at": back_at})[0] == 400
+    status, _ = control(port, "POST", "/agents/a1/disposition", {"code": "callback", "at": back_at})
+    assert status == 200
+
     # The agent's status, set through the API as the phone's feature codes would.
     status, agent = control(port, "POST", "/agents/a1/status", {"status": "on_break", "reason": "lunch"})
     assert (status, agent["status"], agent["reason"]) == (200, "on_break", "lunch")
@@ -587,9 +593,12 @@ def test_the_control_api_pauses_and_resumes_a_campaign_and_puts_numbers_on_the_d
 
     # The contact put on the DNC list was never dialled; the API's figures are the campaign's.
     assert s.numbers() == [ANSWERS[1], BUSY[1]]
-    assert (status, seen["state"], seen["results"], seen["pending"]) == (200, "running", {"answered": 1, "busy": 1}, 0)
+    assert (status, seen["state"], seen["results"], seen["pending"]) == (200, "running", {"answered": 1, "busy": 1}, 1)
+    assert seen["dispositions"] == {"callback": 1}
     campaign = campaign_state(node.data_dir, text)
     assert campaign.contacts["c-later"].result == "dnc"
+    called_back = campaign.contacts["c-ans"]
+    assert (called_back.state, called_back.due, called_back.callback) == ("pending", back_at, True)
     assert control_is_closed(port)
 
 
