@@ -18,19 +18,26 @@ half at level 2 (every level open at once), so a match looks at two queues and t
   Offer to the agent the queue's strategy picks (ring-all: to every free agent of the queue).
   Between rounds the call is answered and ended, so the agent is free again.
 Each round's outputs are checked: one round that matched nothing would be a wrong figure.
+
+The same two cases again through the records face (``handle_records`` / ``take_records``, the plain
+int form a ring between processes carries; callers are int tokens): one round is a batch of
+BATCH events in one buffer and the outputs taken into another, so the per-event figure is the
+round's median / BATCH (``per_event_us`` in the extra info). Ring-all: a batch of RING_ALL_BATCH
+callers in queues that share no agent, each ringing its 200 free agents.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+from array import array
 
 import pytest
 
 from core.acd import IMPLEMENTATIONS
 from core.acd.model import (
     AVAILABLE, LONGEST_IDLE_AGENT, RING_ALL, STRATEGIES, Agent, AgentCallStarted, AgentStatusChanged,
-    CallEnded, MemberJoined, Offer, OfferAnswered, PhoneRegistered, Queue, Tier,
+    CallEnded, MemberJoined, Offer, OfferAnswered, PhoneRegistered, Queue, RECORD_WORDS, Tier,
 )
 
 IMPLS = [name for name, impl in IMPLEMENTATIONS.items() if impl is not None]
@@ -38,6 +45,9 @@ N_AGENTS = 10_000
 N_QUEUES = 100
 N_MEMBERS = 100_000
 ROUNDS = {"c": 20_000, "py": 2_000}
+BATCH = 100
+RING_ALL_BATCH = 10
+BATCH_ROUNDS = {"c": 2_000, "py": 200}
 
 
 def call_centre(impl: str, strategy: str):
@@ -200,3 +210,116 @@ def test_harness_floor_member_joins(benchmark, offers):
 
     benchmark.pedantic(member_joins, setup=setup, rounds=ROUNDS["c"] // (10 if offers > 1 else 1), warmup_rounds=10)
     assert last == outputs
+
+
+# --- the records face: batches of plain int events -----------------------------------------------
+
+JOINED, ANSWERED, CALL_ENDED = MemberJoined.kind, OfferAnswered.kind, CallEnded.kind
+NO = -1
+
+
+def records(rows) -> array:
+    """One buffer of records from (kind, member, agent, queue, value) rows."""
+    return array("q", [word for row in rows for word in row])
+
+
+def take(acd, room: int) -> list[tuple]:
+    """The outputs waiting, as (kind, member, agent, queue, reason) tuples."""
+    out = array("q", bytes(8 * RECORD_WORDS * room))
+    n = acd.take_records(out)
+    return [tuple(out[i:i + RECORD_WORDS]) for i in range(0, n * RECORD_WORDS, RECORD_WORDS)]
+
+
+def per_event(benchmark, batch: int) -> None:
+    benchmark.extra_info["batch"] = batch
+    benchmark.extra_info["per_event_us"] = benchmark.stats.stats.median / batch * 1e6
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_records_agent_free_matched_to_member(benchmark, impl):
+    benchmark.group = f"records: {BATCH} agents become free → first waiting members (one batch)"
+    rng = random.Random(1)
+    tokens = itertools.count()
+    acd = call_centre(impl, LONGEST_IDLE_AGENT)
+    fill(acd, range(N_QUEUES), rng, tokens)  # int ids: the callers are tokens
+    order = rng.sample(range(N_AGENTS), N_AGENTS)
+    agents = itertools.cycle(order)
+    clock = itertools.count(1)
+    out = array("q", bytes(8 * RECORD_WORDS * BATCH))
+    freed: list[list[int]] = []
+    taken: list[int] = []
+    matched = [0]
+
+    def setup():
+        now = 1.0 + next(clock) * 1e-3
+        if taken:  # the previous batch's offers are answered; as many new callers join
+            n = taken.pop()
+            offers = [tuple(out[i:i + RECORD_WORDS]) for i in range(0, n * RECORD_WORDS, RECORD_WORDS)]
+            matched[0] += [(o[0], o[2]) for o in offers] == [(Offer.kind, a) for a in freed[-1]]
+            acd.handle_records(records(
+                [(ANSWERED, o[1], o[2], NO, NO) for o in offers]
+                + [(JOINED, next(tokens), NO, rng.randrange(N_QUEUES), rng.randint(0, 2)) for _ in offers]
+            ), now)
+            assert take(acd, 1) == [], "every agent is talking: the new callers wait"
+        freed.append([next(agents) for _ in range(BATCH)])
+        return (records([(CALL_ENDED, NO, a, NO, NO) for a in freed[-1]]), now), {}
+
+    def agents_free(batch, now):
+        acd.handle_records(batch, now)
+        taken.append(acd.take_records(out))
+
+    rounds = BATCH_ROUNDS[impl]
+    benchmark.pedantic(agents_free, setup=setup, rounds=rounds, warmup_rounds=10)
+    setup()
+    assert matched[0] == rounds + 10, "every freed agent must be offered a waiting caller"
+    per_event(benchmark, BATCH)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_records_member_matched_to_free_agent(benchmark, impl, strategy):
+    batch = RING_ALL_BATCH if strategy == RING_ALL else BATCH
+    benchmark.group = f"records: {batch} members join → free agents by {strategy} (one batch)"
+    rng = random.Random(2)
+    tokens = itertools.count()
+    acd = call_centre(impl, strategy)
+    fill(acd, range(N_QUEUES // 2), rng, tokens)
+    clock = itertools.count(1)
+    out = array("q", bytes(8 * RECORD_WORDS * batch * 2 * N_AGENTS // N_QUEUES))
+    taken: list[int] = []
+    joined: list[list[int]] = []
+    matched = [0]
+    half = N_QUEUES // 2
+
+    def setup():
+        now = 1.0 + next(clock) * 1e-3
+        if taken:  # answer each caller's first offer (ring-all: the others are cancelled), hang up
+            n = taken.pop()
+            first = {}
+            for i in range(0, n * RECORD_WORDS, RECORD_WORDS):
+                if out[i] == Offer.kind:
+                    first.setdefault(out[i + 1], out[i + 2])
+            matched[0] += sorted(first) == sorted(joined[-1])
+            acd.handle_records(records(
+                [(ANSWERED, m, a, NO, NO) for m, a in first.items()]
+                + [(CALL_ENDED, NO, a, NO, NO) for a in first.values()]
+            ), now)
+            take(acd, len(out) // RECORD_WORDS)
+        if strategy == RING_ALL:  # queues two apart share no agent (a level 2 is the left neighbour's)
+            start = rng.randrange(half)
+            queues = [half + (start + 2 * k) % half for k in range(batch)]
+        else:
+            queues = [half + rng.randrange(half) for _ in range(batch)]
+        joined.append([next(tokens) for _ in queues])
+        return (records([(JOINED, m, NO, q, 0) for m, q in zip(joined[-1], queues)]), now), {}
+
+    def members_join(batch_records, now):
+        acd.handle_records(batch_records, now)
+        taken.append(acd.take_records(out))
+
+    rounds = BATCH_ROUNDS[impl] // (10 if strategy == RING_ALL else 1)
+    benchmark.pedantic(members_join, setup=setup, rounds=rounds, warmup_rounds=10)
+    benchmark.extra_info["offers_per_batch"] = taken[-1]
+    setup()
+    assert matched[0] == rounds + 10, "every new caller must be offered to a free agent"
+    per_event(benchmark, batch)

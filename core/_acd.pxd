@@ -1,6 +1,6 @@
 # What C sees of the ACD (core/_acd.pyx): agents, tier entries, members and timers as structs in
 # C arrays, indexed by small ints; the per-(queue, level) agent pools (an indexed heap or a bitset
-# in ring order, by strategy) and member heaps that make a match O(log n).
+# in ring order, by strategy) and member heaps that make a match O(log n); outputs as C records.
 
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
@@ -42,28 +42,65 @@ cdef enum TimerKind:
     T_MAX_WAIT = 4
     T_TIER = 5
 
+cdef enum OutputKind:        # the record kinds of core.acd.model (Offer.kind ...)
+    O_OFFER = 11
+    O_CANCELLED = 12
+    O_TIMED_OUT = 13
+    O_EXITED = 14
+    O_PAUSED = 15
+
+cdef enum Reason:            # index in core.acd.model.REASONS
+    RC_NONE = 0
+    RC_ANSWERED_ELSEWHERE = 1
+    RC_MEMBER_LEFT = 2
+    RC_MEMBER_EXITED = 3
+    RC_MAX_WAIT = 4
+    RC_JOIN_EMPTY = 5
+    RC_LEAVE_EMPTY = 6
+    RC_NO_ANSWER = 7
+
+cdef enum:
+    RECORD_WORDS_ = 5        # core.acd.model.RECORD_WORDS
+    WARM_GROUP = 8           # handle_records reads ahead for this many events at once
+    HUGE_PAGE = 2097152      # arrays this big go on transparent huge pages
+
+cdef struct OutRec:
+    # One output, waiting to be handed out as a Struct (next_output) or a record (take_records).
+    int kind, agent, queue, reason
+    long long token         # the member, when ``member`` is NULL
+    PyObject *member        # the member's id (a reference the queue owns), NULL: ``token``
+
 cdef struct AgentRec:
-    int status, state
+    # 192 bytes, three cache lines (the array is line-aligned), by how often they are read.
+    # Line 1, what every event and every match reads:
+    unsigned char status, state
+    char resting, free, ready, logged_in
     int reachable           # registered phones
-    bint resting, free, ready, logged_in
-    double idle_since, login_since, break_since, state_since
-    double talk_time, wrap_time, logged_in_time, break_time
-    long long calls, missed
-    int streak, max_no_answer
-    double no_answer_delay
-    double wrap_up          # < 0: none (the queue's applies)
     int offer_member        # member slot being offered, -1 none
     int offer_queue
     int next_offer          # next agent offered the same member (ring-all), -1 end
     int call_queue          # queue of the current/last ACD call, -1 a direct call
-    uint32_t gen
     int first_entry, n_entries   # its entries: entries[first_entry:first_entry + n_entries]
+    int streak, max_no_answer
+    uint32_t gen
+    double idle_since
+    long long calls
+    # Line 2, what the end of a call, a miss, and entering the pools read:
+    double state_since, talk_time
+    double wrap_up          # < 0: none (the queue's applies)
+    double no_answer_delay
     PyObject *id            # its id (borrowed: agent_ids holds it for the object's life)
+    long long missed
+    double wrap_time, break_time
+    # Line 3, log-in and break bookkeeping:
+    double login_since, break_since, logged_in_time
+    char pad_[40]
 
 cdef struct EntryRec:
-    # An agent's place in one queue.
+    # An agent's place in one queue; 32 bytes, so that an agent's two entries share a line.
     int agent, queue, level, ring, skill_level
     int heap_pos            # in the pool's heap, -1 when absent
+    int pad_[2]
 
 cdef struct PoolItem:
     # A free agent in a pool's heap, its keys inline (set when it enters the pool; they do not
@@ -99,15 +136,19 @@ cdef struct MemberHeap:
     int stale               # invalid entries still in items
 
 cdef struct MemberRec:
-    int queue, priority, level
-    bint waiting            # in its queue's heap (not being offered)
+    # 64 bytes: one cache line (the array is line-aligned).
+    int queue, priority
+    unsigned char level
+    char waiting            # in its queue's heap (not being offered)
+    char alive
+    char by_token           # its id is the int ``token`` (member_ids holds None), else member_ids'
     uint32_t ticket         # bumped on every push and removal: older heap entries are stale
+    uint32_t gen
     int n_offers, first_offer, last_offer
+    int prev, next          # the queue's members in join order; next is also the free-slot list
     double joined
     long long seq
-    uint32_t gen
-    int prev, next          # the queue's members in join order; next is also the free-slot list
-    bint alive
+    long long token
 
 cdef struct QueueRec:
     int strategy
@@ -162,6 +203,7 @@ cdef class AutomaticCallDistributor:
     cdef AgentRec *agents
     cdef int n_agents
     cdef EntryRec *entries
+    cdef int *entry_starts      # [agent]: its first entry, [n_agents]: n_entries (read ahead of the record)
     cdef int n_entries
     cdef QueueRec *queues
     cdef int n_queues
@@ -183,32 +225,54 @@ cdef class AutomaticCallDistributor:
     cdef list queue_configs
     cdef KeyTable queue_by_name
     cdef dict phone_index
+    cdef int n_phones
+    cdef uint64_t sink_         # what _warm read (kept, so that the reads are not optimised away)
+    cdef uint64_t warm_rng      # the generator's state _warm expects after its group
+    cdef int ask_entry[WARM_GROUP]   # _ask's guesses for the next group's callers (entry, agent)
+    cdef int ask_agent[WARM_GROUP]
+    cdef int ask_nfree[WARM_GROUP]   # the free agents the guess saw in the caller's queue
+    cdef uint64_t ask_state[WARM_GROUP]   # the generator's state the guess drew from
+    cdef bint asked
     cdef list member_ids
     cdef IdTable member_by_id
-    cdef list out               # outputs; next_output hands out[out_head] and moves on
-    cdef Py_ssize_t out_head
+    cdef OutRec *out            # outputs in order: out[out_head:out_tail]
+    cdef Py_ssize_t out_head, out_tail, out_cap
 
     cdef int _schedule(self, double deadline, int kind, int target, uint32_t gen) except -1
     cdef bint _timer_valid(self, TimerRec *t) noexcept
     cdef void _timer_pop(self) noexcept
     cdef int _fire(self, int kind, int target, double t) except -1
 
+    cdef int _emit(self, int kind, object member_id, long long token, int agent, int queue,
+                   int reason) except -1
+    cdef int _emit_member(self, int kind, int m, int agent, int queue, int reason) except -1
+    cdef void _pop_output(self) noexcept
+    cdef int _dispatch_record(self, long long *r, double now) except -1
+    cdef void _warm(self, const char *records, Py_ssize_t g) noexcept
+    cdef void _ask(self, const char *records, Py_ssize_t g) noexcept
+    cdef int _likely_entry(self, QueueRec *q, uint64_t *rng, int *agent) noexcept
+    cdef int _agent_at(self, long long index) except -1
+    cdef int _find_member(self, object member_id, long long token) except -2
+    cdef bint _is_member(self, int m, object member_id, long long token) except -1
+
     cdef int _agent_index(self, object agent_id) except -1
-    cdef int _member_joined(self, object member_id, object queue, object priority, double now) except -1
+    cdef int _member_joined(self, object member_id, long long token, Py_hash_t h, int qi,
+                            long long prio, double now) except -1
     cdef int _new_slot(self) except -1
     cdef int _push_waiting(self, int m) except -1
     cdef void _stop_waiting(self, int m) noexcept
     cdef int _head(self, int q, int level) noexcept
-    cdef int _member_left(self, object member_id, double now) except -1
-    cdef int _exit_member(self, int m, object reason, double now) except -1
-    cdef list _remove_member(self, int m, object reason, int keep)
+    cdef int _member_left(self, object member_id, long long token, double now) except -1
+    cdef int _exit_member(self, int m, int reason, double now) except -1
+    cdef list _remove_member(self, int m, int reason, int keep)
 
     cdef int _offer(self, int m, int e, double now) except -1
-    cdef int _offer_answered(self, object member_id, int a, double now) except -1
+    cdef int _offer_answered(self, object member_id, long long token, int a, double now) except -1
     cdef int _missed(self, int a, double now, bint timed_out) except -1
 
     cdef bint _set_status(self, int a, int status, object reason, double now) except -1
     cdef int _phone(self, object phone, bint registered, double now) except -1
+    cdef int _phone_at(self, int i, bint registered, double now) except -1
     cdef int _agent_call_started(self, int a, double now) except -1
     cdef int _call_ended(self, int a, double now) except -1
     cdef int _refresh(self, int a, double now) except -1

@@ -17,24 +17,37 @@ first); this file keeps the same state in C arrays so that a match costs O(log n
 * one timer heap keyed (deadline, order scheduled) with lazy cancellation by generation;
 * ids (agents, queues, members) map to indexes through open-addressing tables that keep the hash
   (and, for agents and queues, a short ASCII id's text) in the slot, so a lookup reads one cache
-  line; the events of the matching path are read from their Struct slots directly; outputs go
-  to a list read from a moving head.
+  line; the events of the matching path are read from their Struct slots directly. A member
+  named by an int is a token: its id lives in its record, no object;
+* outputs are small C records in an array read from a moving head: next_output makes the Struct
+  only when asked, take_records copies the ints out.
+
+Two faces take the same events: ``handle_event`` (one Struct) and ``handle_records`` (a buffer of
+int records, core.acd.model's layout: what a ring between processes carries). A batch lets the
+core see what comes next: ``_warm`` reads, for eight events at once, the lines each will need, so
+that their cache misses overlap instead of following one another.
 
 With 10,000 agents and 100,000 callers the state does not fit in the caches, and a match is a
 chain of dependent loads (id → agent → its entries → queue heads → member → heap). The layout
-keeps that chain short (an agent's entries are contiguous, pool keys sit in the pool heaps,
-each heap node's four children share a line) and the loads that do not depend on each other are
-issued together (prefetches where the next addresses become known).
+keeps that chain short (records on whole cache lines, the fields a match reads in an agent's
+first line, an agent's entries contiguous, pool keys in the pool heaps, each heap node's four
+children in one line, the big arrays on 2 MB pages) and the loads that do not depend on each
+other are issued together (``_warm`` for a batch; prefetches for a single event).
 
 One object owns all of it; nothing is locked, no clock is read (``now`` is an argument).
 """
 
 cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport Py_EQ, PyObject_Hash, PyObject_RichCompareBool
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memset
+from libc.stdlib cimport free
+from libc.string cimport memcmp, memcpy, memmove, memset
+from posix.mman cimport MADV_HUGEPAGE, madvise
+from posix.stdlib cimport posix_memalign
 
 from core.acd._pyacd import Plan
 from core.acd.model import (
@@ -42,13 +55,40 @@ from core.acd.model import (
     MemberJoined, MemberLeft, NoAnswer, Offer, OfferAnswered, OfferCancelled, OfferRejected,
     OfferTimedOut, PhoneRegistered, PhoneUnregistered, QueueStats, STATUSES, STATES, STRATEGIES,
     EMPTY_RULES, MAX_LEVEL, CANCEL_ANSWERED_ELSEWHERE, CANCEL_MEMBER_EXITED, CANCEL_MEMBER_LEFT,
-    EXIT_JOIN_EMPTY, EXIT_LEAVE_EMPTY, EXIT_MAX_WAIT, PAUSE_NO_ANSWER, MAX_PRIORITY,
+    EXIT_JOIN_EMPTY, EXIT_LEAVE_EMPTY, EXIT_MAX_WAIT, PAUSE_NO_ANSWER, MAX_PRIORITY, REASONS,
+    RECORD_WORDS,
 )
 
 __all__ = ["AutomaticCallDistributor"]
 
 assert MAX_LEVEL == MAXL
+assert RECORD_WORDS == RECORD_WORDS_
+assert (Offer.kind, OfferCancelled.kind, OfferTimedOut.kind, MemberExited.kind, AgentPaused.kind) == \
+    (O_OFFER, O_CANCELLED, O_TIMED_OUT, O_EXITED, O_PAUSED)
+assert REASONS[RC_ANSWERED_ELSEWHERE] == CANCEL_ANSWERED_ELSEWHERE and \
+    REASONS[RC_MEMBER_LEFT] == CANCEL_MEMBER_LEFT and REASONS[RC_MEMBER_EXITED] == CANCEL_MEMBER_EXITED \
+    and REASONS[RC_MAX_WAIT] == EXIT_MAX_WAIT and REASONS[RC_JOIN_EMPTY] == EXIT_JOIN_EMPTY and \
+    REASONS[RC_LEAVE_EMPTY] == EXIT_LEAVE_EMPTY and REASONS[RC_NO_ANSWER] == PAUSE_NO_ANSWER
 assert sizeof(MemberKey) == 16  # mheap_grow lays four to a cache line
+assert sizeof(AgentRec) == 192 and sizeof(EntryRec) == 32 and sizeof(MemberRec) == 64  # whole lines
+
+
+cdef void *line_alloc(size_t size) noexcept:
+    """``size`` bytes on a 64-byte boundary (a record never straddles a line it need not), freed
+    with ``free``; NULL when out of memory. A big array (the agents, members, member table and
+    timers of a large centre) is put on 2 MB pages where the kernel allows it: a match's reads
+    land on random records of several such arrays, and with 4 kB pages most of them would also
+    miss the TLB (a page walk, and the CPU drops a prefetch that needs one)."""
+    cdef void *p = NULL
+    if size >= HUGE_PAGE // 2:  # rounded up to whole huge pages: at most half of it unused
+        size = (size + HUGE_PAGE - 1) & ~(<size_t>HUGE_PAGE - 1)
+        if posix_memalign(&p, HUGE_PAGE, size) != 0:
+            return NULL
+        madvise(p, size, MADV_HUGEPAGE)  # advice only: refused, the array stays on small pages
+        return p
+    if posix_memalign(&p, 64, size if size else 64) != 0:
+        return NULL
+    return p
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
@@ -73,13 +113,32 @@ cdef object _MemberExited = MemberExited
 cdef object _AgentPaused = AgentPaused
 cdef tuple _STATUS_NAMES = STATUSES   # index = AgentStatus
 cdef tuple _STATE_NAMES = STATES      # index = AgentState
-cdef object _S_ANSWERED_ELSEWHERE = CANCEL_ANSWERED_ELSEWHERE
-cdef object _S_MEMBER_EXITED = CANCEL_MEMBER_EXITED
-cdef object _S_MEMBER_LEFT = CANCEL_MEMBER_LEFT
-cdef object _S_JOIN_EMPTY = EXIT_JOIN_EMPTY
-cdef object _S_LEAVE_EMPTY = EXIT_LEAVE_EMPTY
-cdef object _S_MAX_WAIT = EXIT_MAX_WAIT
+cdef tuple _REASONS = REASONS         # index = Reason
 cdef object _S_NO_ANSWER = PAUSE_NO_ANSWER
+
+# Members are named by an int (a token) or by any other id. An exact int that fits in 64 bits is a
+# token wherever it comes from (a record or a Struct), so the two forms name the same member; a
+# token member keeps its id in its record, not as an object. Internal calls that take
+# (member_id, token) pass _TOKEN as member_id when the token names the member.
+cdef object _TOKEN = object()
+
+
+cdef inline object as_token(object member_id, long long *token):
+    """_TOKEN (and the value in ``token``) for an exact int id that fits in 64 bits; any other id
+    as it is."""
+    cdef int overflow = 0
+    cdef long long value
+    if PyLong_CheckExact(member_id):
+        value = PyLong_AsLongLongAndOverflow(member_id, &overflow)
+        if not overflow:
+            token[0] = value
+            return _TOKEN
+    return member_id
+
+
+cdef inline Py_hash_t token_hash(long long token) noexcept nogil:
+    # Fibonacci hashing: consecutive tokens (the usual kind) spread over the table.
+    return <Py_hash_t>((<uint64_t>token * 0x9E3779B97F4A7C15ULL) >> 32)
 
 
 # The fields of the events on the matching path are read straight from the Struct's slots, at the
@@ -216,12 +275,35 @@ cdef inline int bits_kth(Pool *p, int k) noexcept nogil:
         word = p.bits[w]
         c = __builtin_popcountll(word)
         if k < c:
-            while k:
-                word &= word - 1
-                k -= 1
-            return (w << 6) + __builtin_ctzll(word)
+            return (w << 6) + select64(word, k)
         k -= c
     return -1
+
+
+cdef inline int select64(uint64_t word, int k) noexcept nogil:
+    """The bit index of the k-th set bit of ``word`` (0-based; k < its popcount): halve the
+    range three times by counting the low half's bits (arithmetic, no branch), then step over
+    at most seven bits, instead of clearing up to 63 bits one at a time."""
+    cdef int pos = 0, c, take
+    c = __builtin_popcountll(word & 0xFFFFFFFFULL)
+    take = k >= c
+    k -= c & -take
+    word >>= 32 * take
+    pos += 32 * take
+    c = __builtin_popcountll(word & 0xFFFFULL)
+    take = k >= c
+    k -= c & -take
+    word >>= 16 * take
+    pos += 16 * take
+    c = __builtin_popcountll(word & 0xFFULL)
+    take = k >= c
+    k -= c & -take
+    word >>= 8 * take
+    pos += 8 * take
+    while k:
+        word &= word - 1
+        k -= 1
+    return pos + __builtin_ctzll(word)
 
 
 # --- id tables: str id -> index, hash inline -----------------------------------------------------
@@ -235,8 +317,8 @@ cdef int idt_init(IdTable *t, Py_ssize_t expected) except -1:
     cdef Py_ssize_t cap = 16, i
     while cap < 2 * expected + 2:
         cap <<= 1
-    t.slots = <IdSlot *>PyMem_Malloc(cap * sizeof(IdSlot))
-    t.homes = <unsigned char *>PyMem_Malloc(cap)
+    t.slots = <IdSlot *>line_alloc(cap * sizeof(IdSlot))
+    t.homes = <unsigned char *>line_alloc(cap)
     if t.slots == NULL or t.homes == NULL:
         raise MemoryError()
     for i in range(cap):
@@ -252,7 +334,7 @@ cdef inline void idt_prefetch(IdTable *t, Py_hash_t h) noexcept:
     __builtin_prefetch(&t.slots[<Py_ssize_t>(<uint32_t>h & <size_t>t.mask)])
 
 
-cdef inline int idt_lookup(IdTable *t, list keys, object key, Py_hash_t h) except -2:
+cdef inline int idt_lookup(IdTable *t, list keys, MemberRec *ms, object key, Py_hash_t h) except -2:
     """The value stored for ``key`` (whose hash is ``h``), or -1."""
     cdef uint32_t h32 = <uint32_t>h
     cdef Py_ssize_t i = <Py_ssize_t>(h32 & <size_t>t.mask)
@@ -264,10 +346,26 @@ cdef inline int idt_lookup(IdTable *t, list keys, object key, Py_hash_t h) excep
         s = &t.slots[i]
         if s.value < 0:
             return -1
-        if s.hash == h32:
+        if s.hash == h32 and not ms[s.value].by_token:
             other = keys[s.value]
             if other is key or PyObject_RichCompareBool(other, key, Py_EQ):
                 return s.value
+        i = (i + 1) & t.mask
+
+
+cdef inline int idt_lookup_token(IdTable *t, MemberRec *ms, long long token, Py_hash_t h) noexcept:
+    """The value stored for the token member ``token`` (whose hash is ``h``), or -1."""
+    cdef uint32_t h32 = <uint32_t>h
+    cdef Py_ssize_t i = <Py_ssize_t>(h32 & <size_t>t.mask)
+    cdef IdSlot *s
+    if t.homes[i] == 0:
+        return -1
+    while True:
+        s = &t.slots[i]
+        if s.value < 0:
+            return -1
+        if s.hash == h32 and ms[s.value].by_token and ms[s.value].token == token:
+            return s.value
         i = (i + 1) & t.mask
 
 
@@ -279,14 +377,14 @@ cdef int idt_insert(IdTable *t, Py_hash_t h, int value) except -1:
     if 2 * (t.n + 1) > t.mask + 1:
         old = t.slots
         cap = (t.mask + 1) * 2
-        homes = <unsigned char *>PyMem_Malloc(cap)
-        t.slots = <IdSlot *>PyMem_Malloc(cap * sizeof(IdSlot))
+        homes = <unsigned char *>line_alloc(cap)
+        t.slots = <IdSlot *>line_alloc(cap * sizeof(IdSlot))
         if t.slots == NULL or homes == NULL:
-            PyMem_Free(t.slots)
-            PyMem_Free(homes)
+            free(t.slots)
+            free(homes)
             t.slots = old
             raise MemoryError()
-        PyMem_Free(t.homes)
+        free(t.homes)
         t.homes = homes
         memset(t.homes, 0, cap)
         for i in range(cap):
@@ -300,7 +398,7 @@ cdef int idt_insert(IdTable *t, Py_hash_t h, int value) except -1:
                     i = (i + 1) & (cap - 1)
                 t.slots[i] = old[j]
         t.mask = cap - 1
-        PyMem_Free(old)
+        free(old)
     i = <Py_ssize_t>(<uint32_t>h & <size_t>t.mask)
     if t.homes[i] < 255:
         t.homes[i] += 1
@@ -431,8 +529,23 @@ cdef inline void mheap_sift_up(MemberHeap *h, int i) noexcept nogil:
     h.items[i] = k
 
 
+cdef inline int min_child(MemberKey *items, int child, int n) noexcept nogil:
+    """The smallest of the children items[child:child + 4] (those below ``n``). Which child wins
+    is a coin toss a branch predictor cannot learn: with all four present (the usual case) it is
+    picked with comparisons turned into arithmetic, no branch."""
+    cdef int c, a, b
+    if child + 4 <= n:
+        a = child + (items[child + 1].rank < items[child].rank)
+        b = child + 2 + (items[child + 3].rank < items[child + 2].rank)
+        return b if items[b].rank < items[a].rank else a
+    for c in range(child + 1, n):
+        if key_before(&items[c], &items[child]):
+            child = c
+    return child
+
+
 cdef inline void mheap_pop(MemberHeap *h) noexcept nogil:
-    cdef int n, i, child, c, last_child
+    cdef int n, i, child
     cdef MemberKey last
     h.n -= 1
     n = h.n
@@ -444,10 +557,7 @@ cdef inline void mheap_pop(MemberHeap *h) noexcept nogil:
         child = 4 * i + 1
         if child >= n:
             break
-        last_child = child + 4 if child + 4 <= n else n
-        for c in range(child + 1, last_child):
-            if key_before(&h.items[c], &h.items[child]):
-                child = c
+        child = min_child(h.items, child, n)
         if not key_before(&h.items[child], &last):
             break
         h.items[i] = h.items[child]
@@ -515,6 +625,9 @@ cdef class AutomaticCallDistributor:
 
     def __cinit__(self):
         self.agents = NULL
+        self.entry_starts = NULL
+        self.out = NULL
+        self.out_head = self.out_tail = self.out_cap = 0
         self.entries = NULL
         self.queues = NULL
         self.members = NULL
@@ -533,15 +646,17 @@ cdef class AutomaticCallDistributor:
         cdef QueueRec *q
         cdef Pool *p
         plan = Plan(queues, agents)
-        self.out = []
-        self.out_head = 0
+        self.out_cap = 64
+        self.out = <OutRec *>PyMem_Malloc(self.out_cap * sizeof(OutRec))
+        if self.out == NULL:
+            raise MemoryError()
         self.rng = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
         self.member_seq = 0
         self.timer_seq = 0
 
         # agents
         self.n_agents = len(plan.agents)
-        self.agents = <AgentRec *>PyMem_Malloc(max(self.n_agents, 1) * sizeof(AgentRec))
+        self.agents = <AgentRec *>line_alloc(max(self.n_agents, 1) * sizeof(AgentRec))
         if self.agents == NULL:
             raise MemoryError()
         memset(self.agents, 0, max(self.n_agents, 1) * sizeof(AgentRec))
@@ -563,6 +678,7 @@ cdef class AutomaticCallDistributor:
 
         # phones
         n = len(plan.phone_agent)
+        self.n_phones = n
         self.phone_index = {}
         self.phone_up = <char *>PyMem_Malloc(max(n, 1))
         self.phone_agent = <int *>PyMem_Malloc(max(n, 1) * sizeof(int))
@@ -576,7 +692,7 @@ cdef class AutomaticCallDistributor:
         # tier entries, numbered agent by agent (each agent's in queue order, as the plan's), so
         # that an agent's entries are contiguous: entries[first_entry:first_entry + n_entries]
         self.n_entries = len(plan.entries)
-        self.entries = <EntryRec *>PyMem_Malloc(max(self.n_entries, 1) * sizeof(EntryRec))
+        self.entries = <EntryRec *>line_alloc(max(self.n_entries, 1) * sizeof(EntryRec))
         if self.entries == NULL:
             raise MemoryError()
         renumbered = [0] * self.n_entries
@@ -594,6 +710,13 @@ cdef class AutomaticCallDistributor:
                 self.entries[j].skill_level = skill
                 self.entries[j].heap_pos = -1
                 j += 1
+
+        self.entry_starts = <int *>PyMem_Malloc((self.n_agents + 1) * sizeof(int))
+        if self.entry_starts == NULL:
+            raise MemoryError()
+        for i in range(self.n_agents):
+            self.entry_starts[i] = self.agents[i].first_entry
+        self.entry_starts[self.n_agents] = self.n_entries
 
         for i in range(self.agent_by_id.mask + 1):
             if self.agent_by_id.slots[i].value >= 0:
@@ -653,12 +776,17 @@ cdef class AutomaticCallDistributor:
         idt_init(&self.member_by_id, 8)  # grows by doubling
         self.timers_cap = 64
         self.n_timers = 0
-        self.timers = <TimerRec *>PyMem_Malloc(self.timers_cap * sizeof(TimerRec))
+        self.timers = <TimerRec *>line_alloc(self.timers_cap * sizeof(TimerRec))
         if self.timers == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
         cdef int qi, level
+        cdef Py_ssize_t i
+        if self.out != NULL:
+            for i in range(self.out_head, self.out_tail):
+                Py_XDECREF(self.out[i].member)
+            PyMem_Free(self.out)
         if self.queues != NULL:
             for qi in range(self.n_queues):
                 for level in range(NLEVELS):
@@ -668,36 +796,53 @@ cdef class AutomaticCallDistributor:
                     PyMem_Free(self.queues[qi].pools[level].bits)
                     PyMem_Free(self.queues[qi].heaps[level].raw)
         PyMem_Free(self.queues)
-        PyMem_Free(self.agents)
-        PyMem_Free(self.entries)
-        PyMem_Free(self.members)
-        PyMem_Free(self.timers)
+        free(self.agents)
+        PyMem_Free(self.entry_starts)
+        free(self.entries)
+        free(self.members)
+        free(self.timers)
         PyMem_Free(self.phone_up)
         PyMem_Free(self.phone_agent)
         PyMem_Free(self.agent_by_id.slots)
         PyMem_Free(self.queue_by_name.slots)
-        PyMem_Free(self.member_by_id.slots)
-        PyMem_Free(self.member_by_id.homes)
+        free(self.member_by_id.slots)
+        free(self.member_by_id.homes)
 
     # --- the sans-IO face -------------------------------------------------------------------------
 
     def handle_event(self, event, double now):
         cdef object kind = type(event)
-        cdef int a, status
+        cdef int a, status, qi
+        cdef long long token = 0
+        cdef object member_id
+        cdef object queue
+        cdef Py_hash_t h
         if kind is _MemberJoined:
-            self._member_joined(field(event, _MJ_MEMBER), field(event, _MJ_QUEUE),
-                                field(event, _MJ_PRIORITY), now)
+            member_id = as_token(field(event, _MJ_MEMBER), &token)
+            h = token_hash(token) if member_id is _TOKEN else PyObject_Hash(member_id)
+            # The member table is the one structure here too big for the cache: start its lines on
+            # their way before the queue lookup.
+            idt_prefetch(&self.member_by_id, h)
+            queue = field(event, _MJ_QUEUE)
+            qi = kt_lookup(&self.queue_by_name, self.queue_names, queue)
+            if qi < 0:
+                raise KeyError(queue)
+            self._prefetch_likely_agent(&self.queues[qi])
+            self._member_joined(member_id, token, h, qi, field(event, _MJ_PRIORITY), now)
         elif kind is _CallEnded:
             self._call_ended(self._agent_index(field(event, _CE_AGENT)), now)
         elif kind is _OfferAnswered:
-            self._offer_answered(field(event, _OA_MEMBER), self._agent_index(field(event, _OA_AGENT)), now)
+            member_id = as_token(field(event, _OA_MEMBER), &token)
+            self._offer_answered(member_id, token, self._agent_index(field(event, _OA_AGENT)), now)
         elif kind is _OfferRejected or kind is _NoAnswer:
             a = self._agent_index(event.agent)
+            member_id = as_token(event.member, &token)
             if self.agents[a].offer_member >= 0 and \
-                    self.member_ids[self.agents[a].offer_member] == event.member:
+                    self._is_member(self.agents[a].offer_member, member_id, token):
                 self._missed(a, now, False)
         elif kind is _MemberLeft:
-            self._member_left(event.member, now)
+            member_id = as_token(event.member, &token)
+            self._member_left(member_id, token, now)
         elif kind is _AgentStatusChanged:
             a = self._agent_index(event.agent)
             if event.status not in _STATUS_NAMES:
@@ -727,23 +872,303 @@ cdef class AutomaticCallDistributor:
             self._timer_pop()
         return self.timers[0].deadline if self.n_timers else None
 
+    def handle_records(self, records, double now):
+        """The events in ``records`` (any contiguous buffer of records, see core.acd.model), in
+        order, as handle_event would take them one by one."""
+        cdef Py_buffer view
+        cdef Py_ssize_t i, j, g, n
+        cdef long long r[RECORD_WORDS_]
+        cdef const char *buf
+        PyObject_GetBuffer(records, &view, PyBUF_SIMPLE)
+        try:
+            if view.len % sizeof(r):
+                raise ValueError(f"records must be whole records of {sizeof(r)} bytes")
+            n = view.len // sizeof(r)
+            buf = <const char *>view.buf
+            self.asked = False
+            i = 0
+            while i < n:
+                g = min(WARM_GROUP, n - i)
+                self._warm(buf + i * sizeof(r), g)
+                if i + g < n:
+                    self._ask(buf + (i + g) * sizeof(r), min(WARM_GROUP, n - i - g))
+                for j in range(g):
+                    memcpy(r, buf + (i + j) * sizeof(r), sizeof(r))
+                    self._dispatch_record(r, now)
+                i += g
+        finally:
+            PyBuffer_Release(&view)
+
+    def take_records(self, out):
+        """Move as many outputs as fit into the writable buffer ``out`` as records; return how
+        many. An output about a member whose id is not an int stays for next_output (TypeError)."""
+        cdef Py_buffer view
+        cdef Py_ssize_t room, n = 0
+        cdef long long r[RECORD_WORDS_]
+        cdef OutRec *o
+        cdef object member
+        PyObject_GetBuffer(out, &view, PyBUF_SIMPLE | PyBUF_WRITABLE)
+        try:
+            room = view.len // sizeof(r)
+            while n < room and self.out_head < self.out_tail:
+                o = &self.out[self.out_head]
+                if o.member == NULL:
+                    r[1] = o.token
+                else:
+                    member = <object>o.member
+                    if not PyLong_CheckExact(member):
+                        raise TypeError(f"member {member!r} is not an int: take it with next_output")
+                    r[1] = member
+                r[0] = o.kind
+                r[2] = o.agent
+                r[3] = o.queue
+                r[4] = o.reason
+                memcpy(<char *>view.buf + n * sizeof(r), r, sizeof(r))
+                self._pop_output()
+                n += 1
+        finally:
+            PyBuffer_Release(&view)
+        return n
+
     def next_output(self):
-        # A list read from a moving head: appending and taking are plain C-API list operations (a
-        # deque's are method calls); the list is emptied when the reader catches up.
-        cdef object item
-        cdef Py_ssize_t n = len(self.out)
-        if self.out_head >= n:
+        cdef OutRec *o
+        cdef object member, item
+        if self.out_head == self.out_tail:
             return None
-        item = self.out[self.out_head]
-        self.out[self.out_head] = None
-        self.out_head += 1
-        if self.out_head == n:
-            del self.out[:]
-            self.out_head = 0
-        elif self.out_head >= 1024 and 2 * self.out_head >= n:  # a reader that never catches up
-            del self.out[:self.out_head]
-            self.out_head = 0
+        o = &self.out[self.out_head]
+        member = <object>o.member if o.member != NULL else o.token
+        if o.kind == O_OFFER:
+            item = _Offer(member, self.agent_ids[o.agent], self.queue_names[o.queue])
+        elif o.kind == O_CANCELLED:
+            item = _OfferCancelled(member, self.agent_ids[o.agent], self.queue_names[o.queue],
+                                   _REASONS[o.reason])
+        elif o.kind == O_TIMED_OUT:
+            item = _OfferTimedOut(member, self.agent_ids[o.agent], self.queue_names[o.queue])
+        elif o.kind == O_EXITED:
+            item = _MemberExited(member, self.queue_names[o.queue], _REASONS[o.reason])
+        else:
+            item = _AgentPaused(self.agent_ids[o.agent], _REASONS[o.reason])
+        self._pop_output()
         return item
+
+    # --- outputs ------------------------------------------------------------------------------------
+    # A C array read from a moving head: an output is a few ints and, for a member named by an
+    # object, one reference; the Struct is made only if next_output asks for it.
+
+    cdef int _emit(self, int kind, object member_id, long long token, int agent, int queue,
+                   int reason) except -1:
+        cdef OutRec *grown
+        cdef OutRec *o
+        if self.out_tail == self.out_cap:
+            if 2 * self.out_head >= self.out_cap:  # a reader that lags: reuse the room it left
+                memmove(self.out, &self.out[self.out_head],
+                        (self.out_tail - self.out_head) * sizeof(OutRec))
+                self.out_tail -= self.out_head
+                self.out_head = 0
+            else:
+                grown = <OutRec *>PyMem_Realloc(self.out, 2 * self.out_cap * sizeof(OutRec))
+                if grown == NULL:
+                    raise MemoryError()
+                self.out = grown
+                self.out_cap *= 2
+        o = &self.out[self.out_tail]
+        self.out_tail += 1
+        o.kind = kind
+        o.agent = agent
+        o.queue = queue
+        o.reason = reason
+        o.token = token
+        if member_id is _TOKEN:
+            o.member = NULL
+        else:
+            Py_INCREF(member_id)
+            o.member = <PyObject *>member_id
+        return 0
+
+    cdef int _emit_member(self, int kind, int m, int agent, int queue, int reason) except -1:
+        if self.members[m].by_token:
+            return self._emit(kind, _TOKEN, self.members[m].token, agent, queue, reason)
+        return self._emit(kind, self.member_ids[m], 0, agent, queue, reason)
+
+    cdef void _pop_output(self) noexcept:
+        Py_XDECREF(self.out[self.out_head].member)
+        self.out[self.out_head].member = NULL
+        self.out_head += 1
+        if self.out_head == self.out_tail:
+            self.out_head = self.out_tail = 0
+
+    # --- records in -------------------------------------------------------------------------------
+
+    cdef int _dispatch_record(self, long long *r, double now) except -1:
+        cdef long long kind = r[0]
+        cdef int a, m
+        if kind == 4:  # MemberJoined (member, -, queue, priority)
+            if r[3] < 0 or r[3] >= self.n_queues:
+                raise KeyError(r[3])
+            self._member_joined(_TOKEN, r[1], token_hash(r[1]), <int>r[3], r[4], now)
+        elif kind == 10:  # CallEnded (-, agent)
+            self._call_ended(self._agent_at(r[2]), now)
+        elif kind == 6:  # OfferAnswered (member, agent)
+            self._offer_answered(_TOKEN, r[1], self._agent_at(r[2]), now)
+        elif kind == 7 or kind == 8:  # OfferRejected, NoAnswer (member, agent)
+            a = self._agent_at(r[2])
+            m = self.agents[a].offer_member
+            if m >= 0 and self._is_member(m, _TOKEN, r[1]):
+                self._missed(a, now, False)
+        elif kind == 5:  # MemberLeft (member)
+            self._member_left(_TOKEN, r[1], now)
+        elif kind == 1:  # AgentStatusChanged (-, agent, -, status)
+            a = self._agent_at(r[2])
+            if r[4] < 0 or r[4] >= len(_STATUS_NAMES):
+                raise ValueError(f"unknown agent status code {r[4]}")
+            if self._set_status(a, <int>r[4], "", now):
+                self._refresh(a, now)
+        elif kind == 2 or kind == 3:  # PhoneRegistered, PhoneUnregistered (-, -, -, phone)
+            if 0 <= r[4] < self.n_phones:  # like an unknown phone: not an agent's, ignored
+                self._phone_at(<int>r[4], kind == 2, now)
+        elif kind == 9:  # AgentCallStarted (-, agent)
+            self._agent_call_started(self._agent_at(r[2]), now)
+        else:
+            raise TypeError(f"not an ACD event record: kind {kind}")
+        return 0
+
+    cdef void _ask(self, const char *records, Py_ssize_t g) noexcept:
+        """Prefetch the first lines _warm will read for the next group, while this one runs (it
+        gets ahead where the CPU acts on prefetches; _warm's loads make sure of them anyway)."""
+        cdef long long r[RECORD_WORDS_]
+        cdef Py_ssize_t j
+        cdef size_t i, mask = <size_t>self.member_by_id.mask
+        cdef long long kind
+        cdef uint64_t rng = self.warm_rng  # the generator as it will be after this group
+        cdef int e, ai = 0
+        for j in range(g):
+            memcpy(r, records + j * sizeof(r), sizeof(r))
+            kind = r[0]
+            if kind == 4 or kind == 5:
+                i = <uint32_t>token_hash(r[1]) & mask
+                __builtin_prefetch(&self.member_by_id.homes[i])
+                __builtin_prefetch(&self.member_by_id.slots[i])
+                e = -1
+                if kind == 4 and 0 <= r[3] < self.n_queues:
+                    self.ask_nfree[j] = self.queues[r[3]].pools[1].nfree  # what the guess assumed
+                    self.ask_state[j] = rng
+                    e = self._likely_entry(&self.queues[r[3]], &rng, &ai)
+                    if e >= 0:
+                        __builtin_prefetch(&self.agents[ai])
+                        __builtin_prefetch(&self.entries[e])
+                self.ask_entry[j] = e  # _warm loads these, rather than work them out again
+                self.ask_agent[j] = ai
+            elif 1 <= kind <= 10 and 0 <= r[2] < self.n_agents:
+                __builtin_prefetch(&self.agents[r[2]])
+                __builtin_prefetch(<char *>&self.agents[r[2]] + 64)
+                __builtin_prefetch(&self.entries[self.entry_starts[r[2]]])
+        self.asked = True
+
+    cdef void _warm(self, const char *records, Py_ssize_t g) noexcept:
+        """Read, for the ``g`` (<= WARM_GROUP) events of ``records`` together, the lines each will
+        need, in rounds (a round's addresses come from what the round before read): the agent's
+        record, the member table's slot, the agent a new caller most likely goes to; then the
+        agent's tier entries; then the heads of the member heaps a freed agent is matched
+        against; then the member it will be offered and, one level a round, the path down that
+        member's heap that taking it out will walk. The loads of one round do not depend on each
+        other, so their cache misses overlap, instead of each event waiting for its own misses
+        one after the other. (Prefetch instructions would say the same more politely, but on
+        the machines measured they were not acted on; loads are.) Nothing is written."""
+        cdef long long r[RECORD_WORDS_]
+        cdef MemberHeap *heap[WARM_GROUP]   # the heap a freed agent's member will leave
+        cdef int node[WARM_GROUP]           # how far down that heap's pop path the rounds are
+        cdef Py_ssize_t j
+        cdef uint64_t sink = 0
+        cdef uint64_t rng = self.rng
+        cdef size_t mask = <size_t>self.member_by_id.mask
+        cdef size_t i
+        cdef long long kind
+        cdef AgentRec *a
+        cdef EntryRec *entry
+        cdef QueueRec *q
+        cdef MemberHeap *h
+        cdef int e, k, c, level, rnd, more
+        for j in range(g):
+            heap[j] = NULL
+            node[j] = 0
+        for rnd in range(2):
+            for j in range(g):
+                memcpy(r, records + j * sizeof(r), sizeof(r))
+                kind = r[0]
+                if kind == 4 or kind == 5:  # MemberJoined, MemberLeft
+                    if rnd == 0:
+                        i = <uint32_t>token_hash(r[1]) & mask
+                        sink += self.member_by_id.homes[i] + <uint32_t>self.member_by_id.slots[i].value
+                        e = -1
+                        if kind == 4 and 0 <= r[3] < self.n_queues:
+                            q = &self.queues[r[3]]
+                            if self.asked and self.ask_nfree[j] == q.pools[1].nfree and \
+                                    (q.strategy != RANDOM_ or self.ask_state[j] == rng):
+                                # _ask's guess (made while the group before ran) still holds
+                                e = self.ask_entry[j]
+                                c = self.ask_agent[j]
+                                if q.strategy == RANDOM_ and q.pools[1].nfree:
+                                    splitmix64(&rng)  # the draw the guess made
+                            else:
+                                e = self._likely_entry(q, &rng, &c)
+                        if e >= 0:
+                            sink += self.agents[c].state + self.entries[e].queue
+                    continue
+                if kind < 1 or kind > 10 or r[2] < 0 or r[2] >= self.n_agents:
+                    continue
+                a = &self.agents[r[2]]
+                if rnd == 0:  # the record and the entries (where those are: a small array)
+                    sink += a.state + (<unsigned char *>a)[64]
+                    if self.entry_starts[r[2] + 1] > self.entry_starts[r[2]]:
+                        sink += self.entries[self.entry_starts[r[2]]].queue
+                        sink += self.entries[self.entry_starts[r[2] + 1] - 1].queue
+                elif kind == 10:  # CallEnded: the heads it is matched against; keep the first
+                    for k in range(a.first_entry, a.first_entry + a.n_entries):
+                        entry = &self.entries[k]
+                        q = &self.queues[entry.queue]
+                        for level in range(entry.level, q.max_level + 1):
+                            h = &q.heaps[level]
+                            if h.n and (heap[j] == NULL or key_before(&h.items[0], &heap[j].items[0])):
+                                heap[j] = h
+        # the members offered, then their heaps' pop paths, a level a round
+        more = 1
+        rnd = 0
+        while more and rnd < 12:
+            more = 0
+            for j in range(g):
+                h = heap[j]
+                if h == NULL:
+                    continue
+                if rnd == 0:
+                    sink += self.members[h.items[0].slot].ticket
+                c = 4 * node[j] + 1
+                if c >= h.n:
+                    heap[j] = NULL
+                    continue
+                node[j] = min_child(h.items, c, h.n)  # where the pop goes (reading is the load)
+                more = 1
+            rnd += 1
+            # (reading the children to compare them is the load of the level)
+        self.sink_ += sink
+        self.warm_rng = rng
+        self.asked = False
+
+    cdef int _agent_at(self, long long index) except -1:
+        if index < 0 or index >= self.n_agents:
+            raise KeyError(index)
+        return <int>index
+
+    cdef int _find_member(self, object member_id, long long token) except -2:
+        if member_id is _TOKEN:
+            return idt_lookup_token(&self.member_by_id, self.members, token, token_hash(token))
+        return idt_lookup(&self.member_by_id, self.member_ids, self.members, member_id,
+                          PyObject_Hash(member_id))
+
+    cdef bint _is_member(self, int m, object member_id, long long token) except -1:
+        if member_id is _TOKEN:
+            return self.members[m].by_token and self.members[m].token == token
+        return not self.members[m].by_token and \
+            PyObject_RichCompareBool(self.member_ids[m], member_id, Py_EQ)
 
     def queue_stats(self, queue, double now):
         cdef int qi = kt_lookup(&self.queue_by_name, self.queue_names, queue)
@@ -797,9 +1222,11 @@ cdef class AutomaticCallDistributor:
         cdef TimerRec t
         cdef int i, parent
         if self.n_timers == self.timers_cap:
-            grown = <TimerRec *>PyMem_Realloc(self.timers, 2 * self.timers_cap * sizeof(TimerRec))
+            grown = <TimerRec *>line_alloc(2 * self.timers_cap * sizeof(TimerRec))
             if grown == NULL:
                 raise MemoryError()
+            memcpy(grown, self.timers, self.n_timers * sizeof(TimerRec))
+            free(self.timers)
             self.timers = grown
             self.timers_cap *= 2
         t.deadline = deadline
@@ -863,7 +1290,7 @@ cdef class AutomaticCallDistributor:
             self.agents[target].resting = False
             self._refresh(target, t)
         elif kind == T_MAX_WAIT:
-            self._exit_member(target, _S_MAX_WAIT, t)
+            self._exit_member(target, RC_MAX_WAIT, t)
         else:  # T_TIER
             m = &self.members[target]
             q = &self.queues[m.queue]
@@ -891,9 +1318,12 @@ cdef class AutomaticCallDistributor:
         cdef MemberRec *grown
         if self.free_slot < 0:
             cap = self.members_cap * 2 if self.members_cap else 1024
-            grown = <MemberRec *>PyMem_Realloc(self.members, cap * sizeof(MemberRec))
+            grown = <MemberRec *>line_alloc(cap * sizeof(MemberRec))
             if grown == NULL:
                 raise MemoryError()
+            if self.members_cap:
+                memcpy(grown, self.members, self.members_cap * sizeof(MemberRec))
+            free(self.members)
             self.members = grown
             for i in range(cap - 1, self.members_cap - 1, -1):
                 grown[i].alive = False
@@ -949,29 +1379,23 @@ cdef class AutomaticCallDistributor:
             h.stale -= 1
         return -1
 
-    cdef int _member_joined(self, object member_id, object queue, object priority, double now) except -1:
-        cdef Py_hash_t h = PyObject_Hash(member_id)
-        cdef int qi
-        cdef QueueRec *q
+    cdef int _member_joined(self, object member_id, long long token, Py_hash_t h, int qi,
+                            long long prio, double now) except -1:
+        """Member ``member_id`` (or ``token``; its hash ``h``) joins queue ``qi``."""
+        cdef QueueRec *q = &self.queues[qi]
         cdef MemberRec *m
-        cdef int slot, level
-        cdef long long prio
-        # The member table is the one structure here too big for the cache: start its lines on
-        # their way before the queue lookup.
-        idt_prefetch(&self.member_by_id, h)
-        qi = kt_lookup(&self.queue_by_name, self.queue_names, queue)
-        if qi < 0:
-            raise KeyError(queue)
-        q = &self.queues[qi]
-        self._prefetch_likely_agent(q)
-        if idt_lookup(&self.member_by_id, self.member_ids, member_id, h) >= 0:
-            raise ValueError(f"member {member_id!r} is already queued")
-        prio = priority
+        cdef int slot, level, found
+        if member_id is _TOKEN:
+            found = idt_lookup_token(&self.member_by_id, self.members, token, h)
+        else:
+            found = idt_lookup(&self.member_by_id, self.member_ids, self.members, member_id, h)
+        if found >= 0:
+            raise ValueError(f"member {token if member_id is _TOKEN else member_id!r} is already queued")
         if not -MAX_PRIORITY <= prio <= MAX_PRIORITY:
             raise ValueError(f"priority {prio} is outside -{MAX_PRIORITY}..{MAX_PRIORITY}")
         if rule_applies(q, q.join_empty):
             q.refused += 1
-            self.out.append(_MemberExited(member_id, self.queue_names[qi], _S_JOIN_EMPTY))
+            self._emit(O_EXITED, member_id, token, -1, qi, RC_JOIN_EMPTY)
             return 0
         slot = self._new_slot()
         m = &self.members[slot]
@@ -985,7 +1409,10 @@ cdef class AutomaticCallDistributor:
         m.first_offer = m.last_offer = -1
         m.alive = True
         m.gen += 1
-        self.member_ids[slot] = member_id
+        m.by_token = member_id is _TOKEN
+        m.token = token
+        if not m.by_token:  # (a free slot's id is None already: a token member leaves it so)
+            self.member_ids[slot] = member_id
         # join order: append to the queue's list
         m.prev = q.tail
         m.next = -1
@@ -1017,8 +1444,8 @@ cdef class AutomaticCallDistributor:
         idt_insert(&self.member_by_id, h, slot)
         return 0
 
-    cdef int _member_left(self, object member_id, double now) except -1:
-        cdef int m = idt_lookup(&self.member_by_id, self.member_ids, member_id, PyObject_Hash(member_id))
+    cdef int _member_left(self, object member_id, long long token, double now) except -1:
+        cdef int m = self._find_member(member_id, token)
         cdef int a
         cdef QueueRec *q
         if m < 0:
@@ -1028,35 +1455,39 @@ cdef class AutomaticCallDistributor:
             q.short_abandoned += 1
         else:
             q.abandoned += 1
-        for a in self._remove_member(m, _S_MEMBER_LEFT, -1):
+        for a in self._remove_member(m, RC_MEMBER_LEFT, -1):
             self._refresh(a, now)
         return 0
 
-    cdef int _exit_member(self, int m, object reason, double now) except -1:
+    cdef int _exit_member(self, int m, int reason, double now) except -1:
         cdef int qi = self.members[m].queue
-        cdef object member_id = self.member_ids[m]
-        cdef list freed = self._remove_member(m, _S_MEMBER_EXITED, -1)
+        cdef object member_id = _TOKEN if self.members[m].by_token else self.member_ids[m]
+        cdef long long token = self.members[m].token
+        cdef list freed = self._remove_member(m, RC_MEMBER_EXITED, -1)
         cdef int a
         self.queues[qi].exited += 1
-        self.out.append(_MemberExited(member_id, self.queue_names[qi], reason))
+        self._emit(O_EXITED, member_id, token, -1, qi, reason)
         for a in freed:
             self._refresh(a, now)
         return 0
 
-    cdef list _remove_member(self, int m, object reason, int keep):
+    cdef list _remove_member(self, int m, int reason, int keep):
         """Take ``m`` out of its queue; cancel its offers but ``keep``'s; return the agents freed."""
         cdef MemberRec *rec = &self.members[m]
         cdef QueueRec *q = &self.queues[rec.queue]
-        cdef object member_id = self.member_ids[m]
-        cdef object queue_name = self.queue_names[rec.queue]
+        cdef int qi = rec.queue
+        cdef object member_id = _TOKEN if rec.by_token else self.member_ids[m]
+        cdef long long token = rec.token
         cdef list freed = []
         cdef int a, nxt
         cdef AgentRec *ag
         if rec.waiting:
             self._stop_waiting(m)
         rec.alive = False
-        idt_remove(&self.member_by_id, PyObject_Hash(member_id), m)
-        self.member_ids[m] = None
+        idt_remove(&self.member_by_id,
+                   token_hash(token) if member_id is _TOKEN else PyObject_Hash(member_id), m)
+        if member_id is not _TOKEN:
+            self.member_ids[m] = None
         if rec.prev >= 0:
             self.members[rec.prev].next = rec.next
         else:
@@ -1072,7 +1503,7 @@ cdef class AutomaticCallDistributor:
             nxt = ag.next_offer
             ag.next_offer = -1
             if a != keep:
-                self.out.append(_OfferCancelled(member_id, self.agent_ids[a], queue_name, reason))
+                self._emit(O_CANCELLED, member_id, token, a, qi, reason)
                 ag.state = S_IDLE
                 ag.offer_member = -1
                 ag.gen += 1
@@ -1093,8 +1524,8 @@ cdef class AutomaticCallDistributor:
         cdef AgentRec *a = &self.agents[ai]
         cdef MemberRec *rec = &self.members[m]
         cdef QueueRec *q = &self.queues[qi]
-        __builtin_prefetch(PyList_GET_ITEM_PTR(self.member_ids)[m])  # the ids, for the Offer
-        __builtin_prefetch(a.id)
+        if not rec.by_token:
+            __builtin_prefetch(PyList_GET_ITEM_PTR(self.member_ids)[m])  # the id, for the Offer
         if rec.waiting:
             self._stop_waiting(m)
         # append to the member's offers (order offered)
@@ -1113,10 +1544,10 @@ cdef class AutomaticCallDistributor:
             self._set_free(ai, False)
         q.pools[entry.level].rr_last = entry.ring
         self._schedule(now + q.ring_timeout, T_OFFER, ai, a.gen)
-        self.out.append(_Offer(self.member_ids[m], <object>a.id, self.queue_names[qi]))
+        self._emit_member(O_OFFER, m, ai, qi, RC_NONE)
         return 0
 
-    cdef int _offer_answered(self, object member_id, int ai, double now) except -1:
+    cdef int _offer_answered(self, object member_id, long long token, int ai, double now) except -1:
         cdef AgentRec *a = &self.agents[ai]
         cdef int m = a.offer_member
         cdef MemberRec *rec
@@ -1124,7 +1555,7 @@ cdef class AutomaticCallDistributor:
         cdef double wait
         cdef list freed
         cdef int other
-        if a.state != S_OFFERED or m < 0 or self.member_ids[m] != member_id:
+        if a.state != S_OFFERED or m < 0 or not self._is_member(m, member_id, token):
             return 0  # the offer timed out or was cancelled first: the call layer drops that leg
         rec = &self.members[m]
         q = &self.queues[rec.queue]
@@ -1134,7 +1565,7 @@ cdef class AutomaticCallDistributor:
         if wait <= q.service_level:
             q.in_service_level += 1
         a.call_queue = rec.queue
-        freed = self._remove_member(m, _S_ANSWERED_ELSEWHERE, ai)
+        freed = self._remove_member(m, RC_ANSWERED_ELSEWHERE, ai)
         a = &self.agents[ai]
         a.state = S_TALKING
         a.offer_member = -1
@@ -1154,7 +1585,7 @@ cdef class AutomaticCallDistributor:
         cdef MemberRec *rec = &self.members[m]
         cdef int prev, cur
         if timed_out:
-            self.out.append(_OfferTimedOut(self.member_ids[m], self.agent_ids[ai], self.queue_names[qi]))
+            self._emit_member(O_TIMED_OUT, m, ai, qi, RC_NONE)
         # unlink ai from the member's offers
         prev = -1
         cur = rec.first_offer
@@ -1177,7 +1608,7 @@ cdef class AutomaticCallDistributor:
         if a.max_no_answer and a.streak >= a.max_no_answer:
             a.streak = 0
             self._set_status(ai, ST_ON_BREAK, _S_NO_ANSWER, now)
-            self.out.append(_AgentPaused(self.agent_ids[ai], _S_NO_ANSWER))
+            self._emit(O_PAUSED, _TOKEN, -1, ai, -1, RC_NO_ANSWER)
         elif a.no_answer_delay > 0:
             a.resting = True
             self._schedule(now + a.no_answer_delay, T_REST, ai, a.gen)
@@ -1219,10 +1650,12 @@ cdef class AutomaticCallDistributor:
 
     cdef int _phone(self, object phone, bint registered, double now) except -1:
         cdef object found = self.phone_index.get(phone)
-        cdef int i, ai
         if found is None:
             return 0
-        i = found
+        return self._phone_at(found, registered, now)
+
+    cdef int _phone_at(self, int i, bint registered, double now) except -1:
+        cdef int ai
         if (self.phone_up[i] != 0) == registered:
             return 0
         ai = self.phone_agent[i]
@@ -1300,7 +1733,7 @@ cdef class AutomaticCallDistributor:
                     m = q.head
                     while m >= 0:
                         nxt = self.members[m].next
-                        self._exit_member(m, _S_LEAVE_EMPTY, now)
+                        self._exit_member(m, RC_LEAVE_EMPTY, now)
                         m = nxt
         if became_free:
             # The twin enters the agent in its pools, then matches it. Matching an agent does not
@@ -1380,7 +1813,8 @@ cdef class AutomaticCallDistributor:
             # The member's record and its id are far apart in memory and the offer needs both:
             # ask for them together rather than one after the other.
             __builtin_prefetch(&self.members[best])
-            __builtin_prefetch(&PyList_GET_ITEM_PTR(self.member_ids)[best])
+            if not self.members[best].by_token:
+                __builtin_prefetch(&PyList_GET_ITEM_PTR(self.member_ids)[best])
             # and the top of the heap it leaves (children of the root, then of those: five
             # lines), which the pop would otherwise read one level after the other
             h = &self.queues[self.entries[best_entry].queue].heaps[best_level]
@@ -1427,34 +1861,39 @@ cdef class AutomaticCallDistributor:
                 return 0
         return 0
 
-    cdef void _prefetch_likely_agent(self, QueueRec *q) noexcept:
-        """Ask for the record and entries of the agent a new caller of ``q`` most likely goes to
-        (the pick at level 1, computed without drawing from the generator), so that they arrive
-        while the member table answers."""
+    cdef int _likely_entry(self, QueueRec *q, uint64_t *rng, int *agent) noexcept:
+        """The tier entry a new caller of ``q`` most likely goes to (the pick at level 1), or -1,
+        and its agent in ``agent`` (read from the pool, so that the two can be loaded at once);
+        ``rng`` is a copy of the generator's state, advanced as _choose would advance it."""
         cdef Pool *p = &q.pools[1]
-        cdef uint64_t state = self.rng
-        cdef int r, ai, e
+        cdef int r
         if p.nfree == 0 or q.strategy == RINGALL:
-            return
+            return -1
         if q.heap_pools:
-            ai = p.heap[0].agent
-            e = p.heap[0].entry
-        else:
-            if q.strategy == LINEAR_:
-                r = bits_next(p, 0)
-            elif q.strategy == RR:
-                r = bits_next(p, p.rr_last + 1)
-                if r < 0:
-                    r = bits_next(p, 0)
-            else:  # RANDOM_: the draw _choose will make, on a copy of the state
-                r = bits_kth(p, <int>(splitmix64(&state) % <uint64_t>p.nfree))
+            agent[0] = p.heap[0].agent
+            return p.heap[0].entry
+        if q.strategy == LINEAR_:
+            r = bits_next(p, 0)
+        elif q.strategy == RR:
+            r = bits_next(p, p.rr_last + 1)
             if r < 0:
-                return
-            ai = p.ring_agent[r]
-            e = p.ring[r]
-        __builtin_prefetch(&self.agents[ai])
-        __builtin_prefetch(<char *>&self.agents[ai] + 64)
-        __builtin_prefetch(&self.entries[e])
+                r = bits_next(p, 0)
+        else:  # RANDOM_: the draw _choose will make, on the copy
+            r = bits_kth(p, <int>(splitmix64(rng) % <uint64_t>p.nfree))
+        if r < 0:
+            return -1
+        agent[0] = p.ring_agent[r]
+        return p.ring[r]
+
+    cdef void _prefetch_likely_agent(self, QueueRec *q) noexcept:
+        """Ask for the record and entry of the agent a new caller of ``q`` most likely goes to,
+        so that they arrive while the member table answers."""
+        cdef uint64_t rng = self.rng
+        cdef int ai = 0
+        cdef int e = self._likely_entry(q, &rng, &ai)
+        if e >= 0:
+            __builtin_prefetch(&self.agents[ai])
+            __builtin_prefetch(&self.entries[e])
 
     cdef int _choose(self, int qi, int level) noexcept:
         cdef QueueRec *q = &self.queues[qi]

@@ -3,7 +3,9 @@
 Sans-IO in aioquic's shape: ``handle_event(event, now)`` takes the events of ``core.acd.model``,
 ``handle_timer(now)`` runs what is due, ``get_timer()`` says when to call it next and
 ``next_output()`` hands out Offer, OfferCancelled, OfferTimedOut, MemberExited and AgentPaused one
-at a time. No clock is read; one owner mutates the object, so nothing is locked.
+at a time. The same events also travel as plain ints, in batches (``handle_records(records,
+now)`` and ``take_records(out)``, the layout in ``core.acd.model``): the form a ring between
+processes carries. No clock is read; one owner mutates the object, so nothing is locked.
 
 Theory of operation
 -------------------
@@ -34,14 +36,16 @@ strategy draws from a splitmix64 generator seeded by ``seed``.
 from __future__ import annotations
 
 import heapq
+import struct
 from collections import deque
 from typing import Iterable
 
 from core.acd.model import (
     AVAILABLE, CANCEL_ANSWERED_ELSEWHERE, CANCEL_MEMBER_EXITED, CANCEL_MEMBER_LEFT, EMPTY_RULES,
     EXIT_JOIN_EMPTY, EXIT_LEAVE_EMPTY, EXIT_MAX_WAIT, FEWEST_CALLS, IDLE, LEAST_TALK_TIME, LINEAR,
-    LOGGED_OUT, LONGEST_IDLE_AGENT, MAX_LEVEL, MAX_PRIORITY, NO_AGENTS, NO_AVAILABLE, OFFERED, ON_BREAK,
-    PAUSE_NO_ANSWER, RING_ALL, ROUND_ROBIN, SKILLS, STATUSES, STRATEGIES, TALKING, WRAP_UP,
+    LOGGED_OUT, LONGEST_IDLE_AGENT, MAX_LEVEL, MAX_PRIORITY, NO_AGENTS, NO_AVAILABLE, NO_ID, OFFERED,
+    ON_BREAK, PAUSE_NO_ANSWER, REASONS, RECORD_WORDS, RING_ALL, ROUND_ROBIN, SKILLS, STATUSES,
+    STRATEGIES, TALKING, WRAP_UP,
     Agent, AgentCallStarted, AgentPaused, AgentStats, AgentStatusChanged, CallEnded, MemberExited,
     MemberJoined, MemberLeft, NoAnswer, Offer, OfferAnswered, OfferCancelled, OfferRejected,
     OfferTimedOut, PhoneRegistered, PhoneUnregistered, Queue, QueueStats,
@@ -54,6 +58,14 @@ __all__ = ["AutomaticCallDistributor", "Plan"]
 T_OFFER, T_WRAP, T_REST, T_MAX_WAIT, T_TIER = 1, 2, 3, 4, 5
 
 MASK64 = (1 << 64) - 1
+
+# Records (core.acd.model): RECORD_WORDS native-endian signed 64-bit words.
+RECORD = struct.Struct(f"={RECORD_WORDS}q")
+REASON_CODES = {reason: code for code, reason in enumerate(REASONS)}
+(STATUS_CHANGED, PHONE_UP, PHONE_DOWN, JOINED, LEFT, ANSWERED, REJECTED, NO_ANSWER, CALL_STARTED,
+ CALL_ENDED) = range(1, 11)
+OFFER, CANCELLED, TIMED_OUT, EXITED, PAUSED = (Offer.kind, OfferCancelled.kind, OfferTimedOut.kind,
+                                               MemberExited.kind, AgentPaused.kind)
 
 
 def splitmix64(state: int) -> tuple[int, int]:
@@ -253,6 +265,7 @@ class AutomaticCallDistributor:
         self._queues = [_Queue(i, q, plan.max_level[i], plan.open_after[i]) for i, q in enumerate(plan.queues)]
         self._queue_by_name = {q.name: q for q in self._queues}
         self._phone_agent = {phone: self._agents[i] for phone, i in plan.phone_agent.items()}
+        self._phones = list(plan.phone_agent)  # [phone index] (records name phones by index)
         self._phones_up: set[str] = set()
         entries = [
             _Entry(self._agents[ai], self._queues[qi], level, skill)
@@ -270,14 +283,16 @@ class AutomaticCallDistributor:
         self._timers: list[tuple] = []
         self._timer_seq = 0
         self._rng = seed & MASK64
-        self._out: deque = deque()
+        # outputs as records (kind, member, agent index, queue index, reason code); next_output
+        # dresses each as its Struct, take_records copies it out as it is
+        self._out: deque[tuple] = deque()
 
     # --- the sans-IO face -------------------------------------------------------------------------
 
     def handle_event(self, event, now: float) -> None:
         kind = type(event)
         if kind is MemberJoined:
-            self._member_joined(event.member, event.queue, event.priority, now)
+            self._member_joined(event.member, self._queue_by_name[event.queue], event.priority, now)
         elif kind is CallEnded:
             self._call_ended(self._agent_by_id[event.agent], now)
         elif kind is OfferAnswered:
@@ -315,8 +330,75 @@ class AutomaticCallDistributor:
             heapq.heappop(timers)
         return timers[0][0] if timers else None
 
+    def handle_records(self, records, now: float) -> None:
+        """The events in ``records`` (any contiguous buffer of records, see core.acd.model), in
+        order, as handle_event would take them one by one."""
+        if memoryview(records).nbytes % RECORD.size:
+            raise ValueError(f"records must be whole records of {RECORD.size} bytes")
+        for kind, member, agent, queue, value in RECORD.iter_unpack(records):
+            if kind == JOINED:
+                self._member_joined(member, self._queue_at(queue), value, now)
+            elif kind == CALL_ENDED:
+                self._call_ended(self._agent_at(agent), now)
+            elif kind == ANSWERED:
+                self._offer_answered(member, self._agent_at(agent), now)
+            elif kind == REJECTED or kind == NO_ANSWER:
+                a = self._agent_at(agent)
+                if a.offer_member is not None and a.offer_member.id == member:
+                    self._missed(a, now, timed_out=False)
+            elif kind == LEFT:
+                self._member_left(member, now)
+            elif kind == STATUS_CHANGED:
+                a = self._agent_at(agent)
+                if not 0 <= value < len(STATUSES):
+                    raise ValueError(f"unknown agent status code {value}")
+                if self._set_status(a, STATUSES[value], "", now):
+                    self._refresh(a, now)
+            elif kind == PHONE_UP or kind == PHONE_DOWN:
+                if 0 <= value < len(self._phones):  # like an unknown phone: not an agent's, ignored
+                    self._phone(self._phones[value], kind == PHONE_UP, now)
+            elif kind == CALL_STARTED:
+                self._agent_call_started(self._agent_at(agent), now)
+            else:
+                raise TypeError(f"not an ACD event record: kind {kind}")
+
+    def _agent_at(self, index: int) -> _Agent:
+        if not 0 <= index < len(self._agents):
+            raise KeyError(index)
+        return self._agents[index]
+
+    def _queue_at(self, index: int) -> _Queue:
+        if not 0 <= index < len(self._queues):
+            raise KeyError(index)
+        return self._queues[index]
+
     def next_output(self):
-        return self._out.popleft() if self._out else None
+        if not self._out:
+            return None
+        kind, member, agent, queue, reason = self._out.popleft()
+        if kind == OFFER:
+            return Offer(member, self._agents[agent].id, self._queues[queue].name)
+        if kind == CANCELLED:
+            return OfferCancelled(member, self._agents[agent].id, self._queues[queue].name, REASONS[reason])
+        if kind == TIMED_OUT:
+            return OfferTimedOut(member, self._agents[agent].id, self._queues[queue].name)
+        if kind == EXITED:
+            return MemberExited(member, self._queues[queue].name, REASONS[reason])
+        return AgentPaused(self._agents[agent].id, REASONS[reason])
+
+    def take_records(self, out) -> int:
+        """Move as many outputs as fit into the writable buffer ``out`` as records; return how
+        many. An output about a member whose id is not an int stays for next_output (TypeError)."""
+        room = memoryview(out).nbytes // RECORD.size
+        n = 0
+        while n < room and self._out:
+            record = self._out[0]
+            if type(record[1]) is not int:
+                raise TypeError(f"member {record[1]!r} is not an int: take it with next_output")
+            RECORD.pack_into(out, n * RECORD.size, *record)
+            self._out.popleft()
+            n += 1
+        return n
 
     def queue_stats(self, queue: str, now: float) -> QueueStats:
         q = self._queue_by_name[queue]
@@ -389,15 +471,14 @@ class AutomaticCallDistributor:
 
     # --- members ----------------------------------------------------------------------------------
 
-    def _member_joined(self, member_id: str, queue: str, priority: int, now: float) -> None:
-        q = self._queue_by_name[queue]
+    def _member_joined(self, member_id, q: _Queue, priority: int, now: float) -> None:
         if member_id in self._members:
             raise ValueError(f"member {member_id!r} is already queued")
         if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
             raise ValueError(f"priority {priority} is outside -{MAX_PRIORITY}..{MAX_PRIORITY}")
         if self._empty_rule_applies(q, q.config.join_empty):
             q.refused += 1
-            self._out.append(MemberExited(member_id, q.name, EXIT_JOIN_EMPTY))
+            self._out.append((EXITED, member_id, NO_ID, q.index, REASON_CODES[EXIT_JOIN_EMPTY]))
             return
         m = _Member(member_id, q, priority, now, self._member_seq)
         self._member_seq += 1
@@ -448,7 +529,7 @@ class AutomaticCallDistributor:
     def _exit_member(self, m: _Member, reason: str, now: float) -> None:
         freed = self._remove_member(m, CANCEL_MEMBER_EXITED, None)
         m.queue.exited += 1
-        self._out.append(MemberExited(m.id, m.queue.name, reason))
+        self._out.append((EXITED, m.id, NO_ID, m.queue.index, REASON_CODES[reason]))
         for agent in freed:
             self._refresh(agent, now)
 
@@ -463,7 +544,7 @@ class AutomaticCallDistributor:
         for agent in m.offers:
             if agent is keep:
                 continue
-            self._out.append(OfferCancelled(m.id, agent.id, q.name, reason))
+            self._out.append((CANCELLED, m.id, agent.index, q.index, REASON_CODES[reason]))
             agent.state = IDLE
             agent.offer_member = None
             agent.gen += 1
@@ -484,7 +565,7 @@ class AutomaticCallDistributor:
         agent.free = False
         q.rr_last[entry.level] = entry.ring
         self._schedule(now + q.config.ring_timeout, T_OFFER, agent, agent.gen)
-        self._out.append(Offer(m.id, agent.id, q.name))
+        self._out.append((OFFER, m.id, agent.index, q.index, 0))
 
     def _offer_answered(self, member_id: str, agent: _Agent, now: float) -> None:
         m = agent.offer_member
@@ -511,7 +592,7 @@ class AutomaticCallDistributor:
         """The offer to ``agent`` was rejected, rang out, or timed out (the ACD's ring timeout)."""
         m, q = agent.offer_member, agent.offer_queue
         if timed_out:
-            self._out.append(OfferTimedOut(m.id, agent.id, q.name))
+            self._out.append((TIMED_OUT, m.id, agent.index, q.index, 0))
         m.offers.remove(agent)
         agent.state = IDLE
         agent.offer_member = None
@@ -521,7 +602,7 @@ class AutomaticCallDistributor:
         if agent.max_no_answer and agent.streak >= agent.max_no_answer:
             agent.streak = 0
             self._set_status(agent, ON_BREAK, PAUSE_NO_ANSWER, now)
-            self._out.append(AgentPaused(agent.id, PAUSE_NO_ANSWER))
+            self._out.append((PAUSED, NO_ID, agent.index, NO_ID, REASON_CODES[PAUSE_NO_ANSWER]))
         elif agent.no_answer_delay > 0:
             agent.resting = True
             self._schedule(now + agent.no_answer_delay, T_REST, agent, agent.gen)

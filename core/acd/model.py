@@ -26,6 +26,7 @@ __all__ = [
     "OfferAnswered", "OfferRejected", "NoAnswer", "AgentCallStarted", "CallEnded",
     "Offer", "OfferCancelled", "OfferTimedOut", "MemberExited", "AgentPaused",
     "QueueStats", "AgentStats",
+    "RECORD_WORDS", "NO_ID", "REASONS",
 ]
 
 # --- agent status (set by the agent) and state (set by the switch) ---------------------------------
@@ -70,6 +71,10 @@ CANCEL_ANSWERED_ELSEWHERE = "answered_elsewhere"  # ring-all: another agent answ
 CANCEL_MEMBER_LEFT = "member_left"                # the caller hung up
 CANCEL_MEMBER_EXITED = "member_exited"            # max wait or leave-when-empty took the member out
 PAUSE_NO_ANSWER = "no_answer"
+
+# Reasons as record codes (index in this tuple; 0: none).
+REASONS = ("", CANCEL_ANSWERED_ELSEWHERE, CANCEL_MEMBER_LEFT, CANCEL_MEMBER_EXITED, EXIT_MAX_WAIT,
+           EXIT_JOIN_EMPTY, EXIT_LEAVE_EMPTY, PAUSE_NO_ANSWER)
 
 MAX_LEVEL = 8  # tier levels run 1..MAX_LEVEL
 MAX_PRIORITY = 1_000_000  # member priorities run -MAX_PRIORITY..MAX_PRIORITY
@@ -161,7 +166,7 @@ def overflow_queue(name: str, blended_after: float, outbound_after: float, **opt
 
 
 # --- events in (handle_event) -----------------------------------------------------------------------
-# ``kind`` numbers the event types for the Cython dispatcher; they are not part of the face.
+# ``kind`` numbers the event types: the first word of an event's record (see "records" below).
 
 
 class AgentStatusChanged(msgspec.Struct, frozen=True, gc=False):
@@ -249,6 +254,7 @@ class Offer(msgspec.Struct, frozen=True, gc=False):
     member: str
     agent: str
     queue: str
+    kind: ClassVar[int] = 11
 
 
 class OfferCancelled(msgspec.Struct, frozen=True, gc=False):
@@ -258,6 +264,7 @@ class OfferCancelled(msgspec.Struct, frozen=True, gc=False):
     agent: str
     queue: str
     reason: str
+    kind: ClassVar[int] = 12
 
 
 class OfferTimedOut(msgspec.Struct, frozen=True, gc=False):
@@ -266,6 +273,7 @@ class OfferTimedOut(msgspec.Struct, frozen=True, gc=False):
     member: str
     agent: str
     queue: str
+    kind: ClassVar[int] = 13
 
 
 class MemberExited(msgspec.Struct, frozen=True, gc=False):
@@ -274,6 +282,7 @@ class MemberExited(msgspec.Struct, frozen=True, gc=False):
     member: str
     queue: str
     reason: str
+    kind: ClassVar[int] = 14
 
 
 class AgentPaused(msgspec.Struct, frozen=True, gc=False):
@@ -281,6 +290,29 @@ class AgentPaused(msgspec.Struct, frozen=True, gc=False):
 
     agent: str
     reason: str
+    kind: ClassVar[int] = 15
+
+
+# --- records: the same events as plain ints ----------------------------------------------------------
+# ``handle_records(records, now)`` takes, and ``take_records(out)`` writes, events as RECORD_WORDS
+# signed 64-bit words each: (kind, member, agent, queue, value), NO_ID where a field is unused.
+# Agents and queues are their index in the configuration handed to the constructor; a phone is its
+# index among every agent's phones in configuration order (agent by agent, each agent's in order,
+# a phone listed twice counted once). A member is an int (a token the caller chose): it is the
+# same member as an int id in the Struct events, and next_output hands it out as that int.
+#   in   MemberJoined     (4, member, -, queue, priority)    AgentStatusChanged (1, -, agent, -, status)
+#        MemberLeft       (5, member, -, -, -)                 status: index in STATUSES; no break reason
+#        OfferAnswered    (6, member, agent, -, -)           PhoneRegistered    (2, -, -, -, phone)
+#        OfferRejected    (7, member, agent, -, -)           PhoneUnregistered  (3, -, -, -, phone)
+#        NoAnswer         (8, member, agent, -, -)           AgentCallStarted   (9, -, agent, -, -)
+#                                                           CallEnded          (10, -, agent, -, -)
+#   out  Offer            (11, member, agent, queue, 0)      MemberExited       (14, member, -, queue, reason)
+#        OfferCancelled   (12, member, agent, queue, reason) AgentPaused        (15, -, agent, -, reason)
+#        OfferTimedOut    (13, member, agent, queue, 0)      reason: index in REASONS
+# This is the form a ring between processes carries: fixed-size, no objects, no strings.
+
+RECORD_WORDS = 5
+NO_ID = -1
 
 
 # --- live counters ----------------------------------------------------------------------------------
