@@ -3,11 +3,14 @@
     switchcore simulate [--agents N] [--answer-probability P] [--ring-mean S] [--ring-shape K]
                         [--ring-cap S] [--handle-mean S] [--handle-sd S] [--busy-probability P]
                         [--busy-after S] [--population FILE] [--hours H] [--seed S] [--seeds N]
-                        [--modes predictive,progressive,ratio] [--dial-ratio R] [--target RATE]
-                        [--rules us|uk] [--window S] [--connect-limit S] [--tick S] [--json]
+                        [--modes predictive,progressive,ratio,clairvoyant] [--dial-ratio R] [--target RATE]
+                        [--price THETA] [--rules us|uk] [--window S] [--connect-limit S] [--tick S] [--json]
 
 Prints, per mode and seed, calls attempted, live answers, connects, abandons, the abandon rate,
-occupancy and connects per agent-hour, and the wall time the run took. The population comes from the
+occupancy and connects per agent-hour, and the wall time the run took. The ``clairvoyant`` mode is not a
+pacer but the bound no pacer can pass (``core.scheduler.simulate.clairvoyant_baseline``: a dialler that
+knows every outcome in advance, on the same people); ``--price`` fixes the predictive pacer's price
+instead of learning it, to trace what occupancy each abandon rate buys. The population comes from the
 flags, or from a TOML or JSON file (``--population``) with the same names (underscores), where ``ring``
 and ``handle`` are tables: ``{kind = "gamma", mean = 8, shape = 2}``, ``{kind = "lognormal", mean = 150,
 sd = 100}``, ``{kind = "empirical", samples = [...]}``, ``exponential`` or ``fixed`` with a ``mean``;
@@ -26,7 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from core.scheduler.pacing import MODES, RULES, PacingConfig
-from core.scheduler.simulate import Distribution, Population, SimulationResult, simulate
+from core.scheduler.simulate import Distribution, Population, SimulationResult, clairvoyant_baseline, simulate
+
+#: Not a pacing mode: the bound of a dialler that knows the future, run beside the pacers.
+CLAIRVOYANT = "clairvoyant"
 
 __all__ = ["main", "parser", "load_population"]
 
@@ -49,7 +55,8 @@ def parser(prog: str = "switchcore simulate") -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="first seed (0)")
     run.add_argument("--seeds", type=int, default=1, help="number of seeds (1)")
     run.add_argument("--modes", default=",".join((MODES[1], MODES[0], MODES[2])), type=_modes,
-                     help="comma-separated dialling modes to compare (predictive,progressive,ratio)")
+                     help="comma-separated dialling modes to compare (predictive,progressive,ratio; "
+                          "clairvoyant: the bound of a dialler that knows every outcome)")
     run.add_argument("--tick", type=float, default=1.0, help="seconds between pacing decisions with no event (1)")
     pacing = p.add_argument_group("pacing")
     pacing.add_argument("--target", type=float, default=0.03, help="abandon-rate cap (0.03)")
@@ -58,6 +65,9 @@ def parser(prog: str = "switchcore simulate") -> argparse.ArgumentParser:
     pacing.add_argument("--window", type=float, metavar="S", help="rolling window in seconds (overrides --rules)")
     pacing.add_argument("--connect-limit", type=float, default=2.0, help="seconds an answer may wait for an agent (2)")
     pacing.add_argument("--dial-ratio", type=float, default=2.0, help="lines per free agent in ratio mode (2)")
+    pacing.add_argument("--price", type=float, metavar="THETA",
+                        help="fix the predictive price (abandons per live answer) instead of learning it; "
+                             "with a high --target the fallback to progressive stays out of the way")
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     return p
 
@@ -65,8 +75,8 @@ def parser(prog: str = "switchcore simulate") -> argparse.ArgumentParser:
 def _modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     for mode in modes:
-        if mode not in MODES:
-            raise argparse.ArgumentTypeError(f"{mode!r} is not a mode ({', '.join(MODES)})")
+        if mode not in MODES and mode != CLAIRVOYANT:
+            raise argparse.ArgumentTypeError(f"{mode!r} is not a mode ({', '.join(MODES + (CLAIRVOYANT,))})")
     if not modes:
         raise argparse.ArgumentTypeError("no mode given")
     return modes
@@ -143,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             mode: PacingConfig(
                 mode=mode, abandon_target=args.target, window=args.window or RULES[args.rules],
                 connect_limit=args.connect_limit, max_ring=pop.ring_cap, dial_ratio=args.dial_ratio,
+                price=args.price,
             )
             for mode in args.modes
+            if mode != CLAIRVOYANT
         }
     except (OSError, ValueError) as exc:
         print(f"switchcore simulate: {exc}", file=sys.stderr)
@@ -155,14 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.hours * 3600.0
     if not args.json:
         print(f"population: {_describe(pop)}")
-        print(f"pacing: abandon target {args.target:.1%} over {configs[args.modes[0]].window / 3600:g} h, "
-              f"{args.connect_limit:g} s to connect; {args.hours:g} simulated hours")
+        window = args.window or RULES[args.rules]
+        print(f"pacing: abandon target {args.target:.1%} over {window / 3600:g} h, "
+              f"{args.connect_limit:g} s to connect; {args.hours:g} simulated hours"
+              + (f"; predictive price fixed at {args.price:g}" if args.price else ""))
         print(f"{'mode':<12}{'seed':>5}{'attempted':>11}{'answered':>10}{'connected':>11}{'abandoned':>11}"
               f"{'abandon':>9}{'occupancy':>11}{'conn/agent-h':>14}{'wall s':>8}")
     for seed in range(args.seed, args.seed + args.seeds):
         for mode in args.modes:
             started = time.perf_counter()
-            result = simulate(pop, configs[mode], duration, np.random.default_rng(seed), tick=args.tick)
+            if mode == CLAIRVOYANT:
+                result = clairvoyant_baseline(pop, duration, np.random.default_rng(seed), args.connect_limit)
+            else:
+                result = simulate(pop, configs[mode], duration, np.random.default_rng(seed), tick=args.tick)
             row = _row(result, seed, time.perf_counter() - started)
             if args.json:
                 print(json.dumps(row))

@@ -165,6 +165,33 @@ def test_predictive_falls_back_to_progressive_when_the_window_nears_the_cap():
     assert pacer.fallbacks == 1
 
 
+def _window_of(answers: int, abandons: int) -> Pacer:
+    """A predictive pacer whose window holds ``answers`` live answers, ``abandons`` of them abandoned."""
+    pacer = pacer_with(PREDICTIVE, free=4, busy=4)
+    every = answers // abandons
+    for call in range(answers):
+        now = call * 0.01
+        pacer.handle(CallDialled(call), now)
+        pacer.handle(CallAnswered(call), now)
+        if call % every or call // every >= abandons:
+            pacer.handle(CallConnected(call, 0), now)
+    pacer.handle_timer(answers * 0.01 + 2.0)
+    assert (pacer.window.answers, pacer.abandoned) == (answers, abandons)
+    return pacer
+
+
+def test_a_fuller_window_aims_and_falls_back_closer_to_the_cap():
+    # 2.8% of answers abandoned: over 500 answers that is close enough to 3% to fall back (chance alone
+    # could carry the next few hundred over the cap); over 20,000 the count is known well enough to go on.
+    small, large = _window_of(500, 14), _window_of(20_000, 560)
+    now = 202.0
+    assert small.fallback_rate(now) == pytest.approx(0.027)
+    assert 0.029 < large.fallback_rate(now) < 0.03
+    small.decide(now)
+    large.decide(now)
+    assert (small.fallbacks, large.fallbacks) == (1, 0)
+
+
 def test_predictive_never_dials_fewer_than_progressive():
     pacer = pacer_with(PREDICTIVE, free=6)
     # Even with abandons that crushed its price, six free agents and nothing in flight get six calls.
