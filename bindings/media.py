@@ -31,6 +31,7 @@ mid-call leaves a readable WAV holding the audio up to then (``core.media.record
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -92,15 +93,19 @@ def _peer(remote: tuple[str, int] | None) -> tuple[str, int] | None:
     if remote is None:
         return None
     host, port = remote
-    if not port:
-        return None
-    try:
-        addr = ipaddress.IPv4Address(host)
-    except ValueError:
-        return None
-    if addr.is_unspecified:
+    if not port or not _relayable(host):
         return None
     return host, port
+
+
+@functools.lru_cache(maxsize=4096)
+def _relayable(host: str) -> bool:
+    """Whether ``host`` is an IPv4 address other than 0.0.0.0. Remembered: a node sees the same few
+    phones and trunks call after call, and parsing the address each time was most of a bridge."""
+    try:
+        return not ipaddress.IPv4Address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 class MediaPlane:

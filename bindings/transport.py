@@ -24,26 +24,38 @@ def _peer(transport: str, addr) -> Peer:
     return Peer(transport, addr[0], addr[1])
 
 
+# Source address -> its Peer, for UDP: a node hears from the same phones, trunks and proxies datagram
+# after datagram, and a Peer is a NamedTuple built in Python. Bounded: emptied when it fills.
+_UDP_PEERS_MAX = 8192
+
+
 class UdpTransport(asyncio.DatagramProtocol):
     """One bound UDP socket; every datagram goes to ``on_message``."""
 
     def __init__(self, on_message):
         self.on_message = on_message
         self.transport: asyncio.DatagramTransport | None = None
+        self._peers: dict[tuple, Peer] = {}
 
     def connection_made(self, transport):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        self.on_message(data, _peer("udp", addr))
+        peer = self._peers.get(addr)
+        if peer is None:
+            if len(self._peers) >= _UDP_PEERS_MAX:
+                self._peers.clear()
+            peer = self._peers[addr] = Peer("udp", addr[0], addr[1])
+        self.on_message(data, peer)
 
     def error_received(self, exc):
         # An ICMP error for an earlier sendto (a phone gone away): not fatal to the socket.
         log.debug("udp error: %s", exc)
 
     def send(self, data: bytes, peer: Peer) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, (peer.host, peer.port))
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, (peer[1], peer[2]))
 
 
 class TcpConnection(asyncio.Protocol):

@@ -34,6 +34,7 @@ __all__ = [
     "Originator",
     "SessionDescription",
     "STATIC_PAYLOAD_TYPES",
+    "SessionLevel",
     "anchor",
     "answer",
     "hold_direction",
@@ -229,8 +230,11 @@ class MediaDescription(_Attributes):
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
     # i=, b=, k= and any further c= lines, as (type, value) in the order sent.
     other_lines: list[tuple[str, str]] = field(default_factory=list)
-    # The description this section belongs to: session-level c= and direction are inherited from it.
-    session: "SessionDescription | None" = field(default=None, repr=False)
+    # The session level of the description this section belongs to (its c= and attributes, which
+    # the section inherits): a ``SessionLevel`` shared with that description, not the description
+    # itself, so that a description and its sections make no reference cycle and are freed the
+    # moment they are dropped rather than by the cyclic garbage collector.
+    session: "SessionLevel | None" = field(default=None, repr=False)
 
     # --- what the section says -------------------------------------------------------------------
     @property
@@ -242,17 +246,20 @@ class MediaDescription(_Attributes):
         """The payload formats in the m= line's order: a=rtpmap when present, else RFC 3551's static
         table. A dynamic type without a=rtpmap, or a format of a non-RTP protocol, is left out: it
         cannot be matched by name (RFC 3264 §5.1)."""
-        if not self.is_rtp:
+        if "RTP/" not in self.proto.upper():
             return []
         rtpmap: dict[str, str] = {}
         fmtp: dict[str, str] = {}
         for key, value in self.attributes:
-            if key == "rtpmap" and value:
-                pt, _, encoding = value.partition(" ")
-                rtpmap.setdefault(pt, encoding.strip())
+            if key == "rtpmap":
+                if value:
+                    pt, _, encoding = value.partition(" ")
+                    if pt not in rtpmap:
+                        rtpmap[pt] = encoding.strip()
             elif key == "fmtp" and value:
                 pt, _, params = value.partition(" ")
-                fmtp.setdefault(pt, params.strip())
+                if pt not in fmtp:
+                    fmtp[pt] = params.strip()
         result = []
         for fmt in self.formats:
             if not fmt.isdigit():
@@ -342,22 +349,63 @@ def _conn_fields(conn: Connection) -> tuple[str, str, str]:
     return conn.nettype, conn.addrtype, conn.address
 
 
-@dataclass(slots=True, eq=False)
+class SessionLevel(_Attributes):
+    """The session-level ``c=`` and attributes of a description, which its media sections inherit
+    (RFC 4566 §5.7, RFC 3264 §5.1): held by the description and by each of its sections."""
+
+    __slots__ = ("connection", "attributes")
+
+    def __init__(self, connection: Connection | None, attributes: list[tuple[str, str | None]]):
+        self.connection = connection
+        self.attributes = attributes
+
+    @property
+    def direction(self) -> str:
+        """The session-level direction attribute, else sendrecv (RFC 3264 §5.1)."""
+        return self._own_direction() or "sendrecv"
+
+
 class SessionDescription(_Attributes):
-    """A whole description (RFC 4566 §5): session-level fields, then ``media`` in m= line order."""
+    """A whole description (RFC 4566 §5): session-level fields, then ``media`` in m= line order.
 
-    version: int = 0
-    origin: Origin = field(default_factory=lambda: Origin("-", "0", "0", "IN", "IP4", "0.0.0.0"))
-    name: str | None = "-"
-    connection: Connection | None = None
-    attributes: list[tuple[str, str | None]] = field(default_factory=list)
-    media: list[MediaDescription] = field(default_factory=list)
-    # i=, u=, e=, p=, b=, t=, r=, z=, k= lines as (type, value) in the order sent.
-    other_lines: list[tuple[str, str]] = field(default_factory=lambda: [("t", "0 0")])
+    ``connection`` and ``attributes`` live in a ``SessionLevel`` the media sections share (see
+    ``MediaDescription.session``)."""
 
-    def __post_init__(self) -> None:
+    __slots__ = ("version", "origin", "name", "_level", "media", "other_lines")
+
+    def __init__(self, version: int = 0, origin: Origin | None = None, name: str | None = "-",
+                 connection: Connection | None = None, attributes: list[tuple[str, str | None]] | None = None,
+                 media: list[MediaDescription] | None = None, other_lines: list[tuple[str, str]] | None = None):
+        self.version = version
+        self.origin = Origin("-", "0", "0", "IN", "IP4", "0.0.0.0") if origin is None else origin
+        self.name = name
+        self._level = level = SessionLevel(connection, [] if attributes is None else attributes)
+        self.media = [] if media is None else media
+        # i=, u=, e=, p=, b=, t=, r=, z=, k= lines as (type, value) in the order sent.
+        self.other_lines = [("t", "0 0")] if other_lines is None else other_lines
         for m in self.media:
-            m.session = self
+            m.session = level
+
+    def __repr__(self) -> str:
+        return (f"SessionDescription(version={self.version!r}, origin={self.origin!r}, name={self.name!r}, "
+                f"connection={self.connection!r}, attributes={self.attributes!r}, media={self.media!r}, "
+                f"other_lines={self.other_lines!r})")
+
+    @property
+    def connection(self) -> Connection | None:
+        return self._level.connection
+
+    @connection.setter
+    def connection(self, value: Connection | None) -> None:
+        self._level.connection = value
+
+    @property
+    def attributes(self) -> list[tuple[str, str | None]]:
+        return self._level.attributes
+
+    @attributes.setter
+    def attributes(self, value: list[tuple[str, str | None]]) -> None:
+        self._level.attributes = value
 
     # --- what the description says ---------------------------------------------------------------
     @property
@@ -375,7 +423,7 @@ class SessionDescription(_Attributes):
         return self._own_direction() or "sendrecv"
 
     def add_media(self, m: MediaDescription) -> MediaDescription:
-        m.session = self
+        m.session = self._level
         self.media.append(m)
         return m
 
@@ -414,7 +462,7 @@ class SessionDescription(_Attributes):
 
     def serialize(self) -> bytes:
         """The wire form: every line ended by CRLF (RFC 4566 §5)."""
-        return ("\r\n".join(self.lines()) + "\r\n").encode("utf-8", "surrogateescape")
+        return _wire(self.lines())
 
     def __bytes__(self) -> bytes:
         return self.serialize()
@@ -434,6 +482,10 @@ class SessionDescription(_Attributes):
         a, b = self.lines(), other.lines()
         return a[2:] == b[2:] and a[0] == b[0] and _origin_without_version(self.origin) == \
             _origin_without_version(other.origin)
+
+
+def _wire(lines: list[str]) -> bytes:
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 def _origin_without_version(o: Origin) -> tuple[str, ...]:
@@ -489,6 +541,9 @@ def _parse_media(value: str) -> MediaDescription:
     return MediaDescription(parts[0], port, parts[2], formats, count)
 
 
+_CHECKED_ATTRIBUTES = frozenset(("rtpmap", "rtcp", "fmtp"))
+
+
 def _check_attribute(name: str, value: str | None) -> None:
     if name == "rtpmap":
         # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
@@ -521,7 +576,8 @@ def parse_sdp(data: bytes) -> SessionDescription:
     if lines[0] != "v=0":
         raise _bad(f"SDP version {lines[0][2:]!r} is not 0")
 
-    sd = SessionDescription(version=0, origin=None, name=None, other_lines=[])  # type: ignore[arg-type]
+    sd = SessionDescription(version=0, name=None, other_lines=[])
+    sd.origin = None  # type: ignore[assignment]  # until the o= line: a missing one is an error
     current: MediaDescription | None = None
     for number, line in enumerate(lines[1:], start=2):
         if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
@@ -540,7 +596,8 @@ def parse_sdp(data: bytes) -> SessionDescription:
             if not name:
                 raise _bad(f"SDP line {number} has an attribute with no name: {line[:40]!r}")
             attr = attr_value if colon else None
-            _check_attribute(name, attr)
+            if name in _CHECKED_ATTRIBUTES:
+                _check_attribute(name, attr)
             (current if current is not None else sd).attributes.append((name, attr))
         elif current is not None:
             if kind == "c":
@@ -703,7 +760,7 @@ def intersect(offer: SessionDescription, answer: SessionDescription) -> list[Cod
 # ------------------------------------------------------------------------------------------------
 
 def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, version: int,
-           ports: Sequence[int] | None = None) -> SessionDescription:
+           ports: Sequence[int] | None = None, in_place: bool = False) -> SessionDescription:
     """The same description as the switch presents it to the other leg: o= is the switch's
     (``switchcore``, ``session_id``, ``version`` — RFC 3264 §8: the caller passes the previous
     version + 1 when the description changed), every c= (session and media) is ``address`` (IN IP4
@@ -715,10 +772,12 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
       it they are disabled with port 0, since only the first audio stream is relayed.
     - A c= of 0.0.0.0 (RFC 2543 hold, RFC 3264 §8.4) is kept as it is, so that the hold still reads
       as a hold on the other leg; it reveals nothing of the leg.
+    - ``in_place``: rewrite ``sd`` itself and return it, for a description the caller made for this
+      and does not use again (one copy a leg saved).
     """
     if ports is not None and len(ports) != len(sd.media):
         raise ValueError(f"ports has {len(ports)} entries for {len(sd.media)} m= lines")
-    out = sd.copy()
+    out = sd if in_place else sd.copy()
     out.origin = Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", _addrtype(address), address)
     ours = Connection.for_address(address)
 
@@ -772,14 +831,23 @@ class Originator:
     def __init__(self, session_id: int, version: int | None = None):
         self.session_id = session_id
         self.version = session_id if version is None else version
-        self._last: SessionDescription | None = None
+        # What the last description sent said, apart from its o= version (see ``_stamp``).
+        self._last: tuple | None = None
 
     def anchor(self, sd: SessionDescription, *, address: str, port: int,
-               ports: Sequence[int] | None = None) -> SessionDescription:
+               ports: Sequence[int] | None = None, in_place: bool = False) -> SessionDescription:
         """``anchor()`` with this leg's session id and the right version."""
         candidate = anchor(sd, address=address, port=port, session_id=self.session_id,
-                           version=self.version, ports=ports)
+                           version=self.version, ports=ports, in_place=in_place)
         return self._stamp(candidate)
+
+    def anchor_wire(self, sd: SessionDescription, *, address: str, port: int,
+                    ports: Sequence[int] | None = None, in_place: bool = False
+                    ) -> tuple[SessionDescription, bytes]:
+        """``anchor`` and the result's wire form (``serialize()``), its lines made once."""
+        candidate = anchor(sd, address=address, port=port, session_id=self.session_id,
+                           version=self.version, ports=ports, in_place=in_place)
+        return candidate, _wire(self._stamp_lines(candidate))
 
     def answer(self, offer: SessionDescription, supported: Sequence[str], *, address: str, port: int,
                direction: str | None = None, ports: Sequence[int] | None = None) -> SessionDescription:
@@ -789,11 +857,21 @@ class Originator:
         return self._stamp(candidate)
 
     def _stamp(self, candidate: SessionDescription) -> SessionDescription:
-        if self._last is not None and not candidate.same_content(self._last):
+        self._stamp_lines(candidate)
+        return candidate
+
+    def _stamp_lines(self, candidate: SessionDescription) -> list[str]:
+        # ``same_content`` against the last description, kept as its lines (v= and everything after
+        # o=) and its origin without the version rather than as a copy: the lines are made anyway
+        # to serialize what is sent.
+        lines = candidate.lines()
+        key = (lines[0], lines[2:], _origin_without_version(candidate.origin))
+        if self._last is not None and key != self._last:
             self.version += 1
             candidate.origin.sess_version = str(self.version)
-        self._last = candidate.copy()
-        return candidate
+            lines[1] = f"o={candidate.origin}"
+        self._last = key
+        return lines
 
 
 # ------------------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ itself. Its timers sit on the transaction layer's wheel as ``(call, name)`` item
 """
 from __future__ import annotations
 
-import secrets
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -52,6 +51,7 @@ from core.sdp import (
     parse_sdp,
 )
 from core.sip.addr import Peer
+from core.sip.ids import random_below_2_31
 from core.sip.session import (
     CONFIRMED,
     TERMINATED,
@@ -355,7 +355,7 @@ class Leg:
         self.session = session
         self.port = port
         self.remote: tuple[str, int] | None = None
-        self.origin = Originator(secrets.randbelow(2**31))
+        self.origin = Originator(random_below_2_31())
         self.last_sdp: bytes = b""  # the description the switch last sent this leg
 
 
@@ -473,8 +473,10 @@ class B2BUA:
         self.sessions = sessions
         self.registrar = registrar
         self.wheel = sessions.wheel
+        self._session_events = sessions._events  # the session layer's queue, looked at before draining it
         self.router = Router(config.routes)
         self.sources = TrunkSources(config.trunks)
+        self._trunk_of_host: dict = {}  # source host -> its trunk or None (see _trunk_from)
         # Where each trunk's calls go (parsed once), and our host as From and Contact name it.
         self._trunk_hops = {t.name: parse_host_port(t.address) for t in config.trunks}
         local = sessions.local.host
@@ -519,8 +521,11 @@ class B2BUA:
                 self.start(now)
             while self._acd_inbox:
                 self.acd.handle_event(self._acd_inbox.popleft(), now)
+        elif not self._session_events:
+            return  # the usual case: called after every transaction event, with nothing queued
+        next_event = self.sessions.next_event
         for _ in range(100_000):
-            event = self.sessions.next_event()
+            event = next_event()
             if event is None:
                 if self.acd is not None and self._acd_step(now):
                     continue
@@ -662,7 +667,7 @@ class B2BUA:
             self._refuse(call, now, 503, "Too Many Calls")
             return
         host = a.invite_tx.peer.host  # the packet's source address (RFC 3261 §18.2.2 received)
-        trunk_in = self.sources.trunk_for(host)
+        trunk_in = self._trunk_from(host)
         if trunk_in is not None:
             call.source = trunk_in.name
         elif call.caller and any(b.received.host == host for b in self.registrar.lookup(call.caller, now)):
@@ -735,8 +740,8 @@ class B2BUA:
             return
         call.a.port = port_a
         call.b = Leg(None, port_b)
-        call.offer_b = call.b.origin.anchor(restricted, address=self.address, port=port_b)
-        body = call.offer_b.serialize()
+        call.offer_b, body = call.b.origin.anchor_wire(restricted, address=self.address, port=port_b,
+                                                       in_place=True)
         call.b.last_sdp = body
         try:
             b = self.sessions.invite(target, self._from_uri(call), now, body=body, peer=peer,
@@ -757,6 +762,17 @@ class B2BUA:
         self._by_session[b] = call
         call.state = CALLING
         call.timer = self.wheel.schedule(now + self.config.calls.ring_timeout, (call, RING_TIMEOUT))
+
+    def _trunk_from(self, host: str):
+        """The trunk whose addresses include ``host`` (None when none does), remembered per host: the
+        same carriers and phones call again and again, and the answer depends on the config only."""
+        cache = self._trunk_of_host
+        trunk = cache.get(host, cache)
+        if trunk is cache:
+            if len(cache) >= 4096:
+                cache.clear()
+            trunk = cache[host] = self.sources.trunk_for(host)
+        return trunk
 
     def _refuse(self, call: Call, now: float, status: int, reason: str) -> None:
         """Over a limit: 503 with Retry-After, counted as refused (call loss)."""
@@ -1492,8 +1508,8 @@ class B2BUA:
                 call.dtmf_pt = codec.pt
             elif name not in AUXILIARY_FORMATS and not call.codec:
                 call.codec = codec.name.upper()
-        sd = call.a.origin.anchor(answer, address=self.address, port=call.a.port)
-        call.a.last_sdp = sd.serialize()
+        _, call.a.last_sdp = call.a.origin.anchor_wire(answer, address=self.address, port=call.a.port,
+                                                       in_place=True)
         return call.a.last_sdp
 
     def _provisional(self, call: Call, msg: Any, now: float) -> None:

@@ -70,8 +70,21 @@ class TimerWheel:
     def schedule(self, deadline: float, item: Any) -> TimerHandle:
         """Arrange for ``item`` to come out of ``pop_due`` once ``now >= deadline``."""
         handle = TimerHandle(deadline, item)
-        self._place(handle)
         self._live += 1
+        # The usual case inline (a call schedules a dozen timers): a tick in the wheel's two rounds,
+        # into a slot that already holds an earlier timer. Anything else goes through ``_place``.
+        cursor = self._cursor
+        if cursor is not None:
+            tick = math.floor(deadline / self.tick)
+            if tick >= cursor and tick // self._round_ticks <= cursor // self._round_ticks + 1:
+                index = tick & self._mask
+                slot = self._slots[index]
+                if slot:
+                    first = self._slot_min[index]
+                    if first is not None and first.deadline <= deadline:
+                        slot.append(handle)
+                        return handle
+        self._place(handle)
         return handle
 
     def cancel(self, handle: TimerHandle | None) -> None:

@@ -10,11 +10,11 @@ builds bytes and names the next hop; the session (``core/sip/session.py``) sends
 """
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from core.errors import LocalProtocolError, RemoteProtocolError
 from core.sip.addr import Peer
+from core.sip.ids import random_hex
 from core.sip.message import build_request
 from core.sip.transaction import MAGIC_COOKIE
 from core.sip.uri import URI, parse_name_addr, parse_name_addr_list
@@ -29,7 +29,7 @@ TARGET_REFRESH = frozenset(("INVITE", "UPDATE"))
 
 def new_branch() -> str:
     """A branch for a new transaction: the magic cookie and 64 random bits (§8.1.1.7)."""
-    return MAGIC_COOKIE + secrets.token_hex(8)
+    return MAGIC_COOKIE + random_hex(8)
 
 
 def next_hop(uri: URI, default_transport: str) -> Peer:
@@ -46,14 +46,28 @@ def _route_values(msg: Any, name: str) -> list[str]:
     return values
 
 
+# Contact value -> its first URI (None when unusable), remembered: a dialog reads the peer's Contact
+# from the INVITE or its 1xx, again from the 2xx, and a phone or trunk sends the same one call after
+# call. URIs are never modified once parsed, so one object can serve every dialog.
+_CONTACTS: dict[str, URI | None] = {}
+_CONTACTS_MAX = 4096
+
+
 def _contact_uri(msg: Any) -> URI | None:
     contact = msg.header("Contact")
     if not contact:
         return None
+    uri = _CONTACTS.get(contact, _CONTACTS)
+    if uri is not _CONTACTS:
+        return uri
     try:
-        return parse_name_addr_list(contact)[0].uri
+        uri = parse_name_addr_list(contact)[0].uri
     except ValueError:
-        return None
+        uri = None
+    if len(_CONTACTS) >= _CONTACTS_MAX:
+        _CONTACTS.clear()
+    _CONTACTS[contact] = uri
+    return uri
 
 
 class Dialog:

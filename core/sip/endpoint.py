@@ -97,8 +97,11 @@ class Endpoint:
         self._process_events(now)
 
     def get_timer(self) -> float | None:
-        deadlines = [t for t in (self.transactions.get_timer(), self._next_housekeeping) if t is not None]
-        return min(deadlines) if deadlines else None
+        wheel = self.transactions.wheel.next_deadline()
+        housekeeping = self._next_housekeeping
+        if wheel is None or (housekeeping is not None and housekeeping < wheel):
+            return housekeeping
+        return wheel
 
     def datagrams_to_send(self) -> list[tuple[bytes, Peer]]:
         out = self._stateless_out
@@ -132,16 +135,17 @@ class Endpoint:
         self._stateless_out.append((reply, _malformed_reply_peer(reply, peer)))
 
     def _process_events(self, now: float) -> None:
-        tl = self.transactions
+        events = self.transactions._events  # the layer's queue (its next_event), read in place
         calls = self.calls
         while True:
-            event = tl.next_event()
-            if event is None and calls is not None:
+            if not events:
+                if calls is None:
+                    return
                 calls.process(now)  # what the sessions' own timers queued
-                event = tl.next_event()
-            if event is None:
-                return
-            if isinstance(event, RequestReceived):
+                if not events:
+                    return
+            event = events.popleft()
+            if type(event) is RequestReceived:
                 self._on_request(event, now)
             elif calls is not None:
                 # Responses, ACKs of 2xx, CANCELs (answered 200 by the transaction layer),

@@ -30,6 +30,7 @@ from core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from core.sip.addr import Peer
 from core.sip.dialog import Dialog, new_branch, next_hop
 from core.sip.digest import answer_challenge
+from core.sip.ids import random_hex
 from core.sip.message import build_request, build_response, parse
 from core.sip.transaction import (
     AckReceived,
@@ -555,7 +556,7 @@ class SessionLayer:
         challenge to the INVITE (§22.2): the INVITE is sent again with the answer, CSeq one up.
         ``display`` goes in the From as its display-name (a quoted-string, §25.1)."""
         tag = new_tag()
-        call_id = f"{secrets.token_hex(12)}@{self._sent_by}"
+        call_id = f"{random_hex(12)}@{self._sent_by}"
         name = f'"{_quoted(display)}" ' if display else ""
         lines = [("Via", self.via()), ("Max-Forwards", "70"), ("From", f"{name}<{from_uri}>;tag={tag}"),
                  ("To", f"<{target}>"), ("Call-ID", call_id), ("CSeq", "1 INVITE"),
@@ -578,6 +579,8 @@ class SessionLayer:
     def handle_event(self, event: Any, now: float) -> bool:
         """Take a transaction-layer event; False when it is none of the sessions' business (an
         OPTIONS, a REGISTER, a response to someone else's request ...)."""
+        if type(event) is TransactionTerminated:  # the most frequent: four a call
+            return self._by_tx.pop(event.tx, None) is not None
         if isinstance(event, RequestReceived):
             return self._request(event.tx, event.msg, event.peer, now)
         if isinstance(event, ResponseReceived):

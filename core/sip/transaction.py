@@ -42,7 +42,6 @@ Timers A, E and G never start and D, I, J and K are zero (§17.1.1.2, §17.1.2.2
 """
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from sys import intern
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from typing import Any
 from core.errors import LocalProtocolError, RemoteProtocolError
 from core.scheduler.wheel import TimerWheel
 from core.sip.addr import Peer
+from core.sip.ids import random_hex
 from core.sip.message import build_request, build_response
 
 # RFC 3261 §8.1.1.7: a branch starting with the magic cookie was made by an RFC 3261 element and is
@@ -92,7 +92,7 @@ _RETRANSMIT_TIMERS = frozenset((TIMER_A, TIMER_E, TIMER_G))
 
 def new_tag() -> str:
     """A From/To tag: §19.3 asks for at least 32 random bits; this gives 64."""
-    return secrets.token_hex(8)
+    return random_hex(8)
 
 
 @dataclass(frozen=True, slots=True)
