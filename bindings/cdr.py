@@ -231,17 +231,27 @@ class CdrWriter:
 
     async def record(self, record: CallRecord) -> None:
         """Await the call's durable recording (from the node's event loop)."""
-        value = encode(record)
-        fut = asyncio.get_running_loop().create_future()
-        self._add((_RECORD, record.call_id.encode(), record_key(record), value), fut)
-        await fut
+        await self.record_future(record)
 
     async def answered(self, record_so_far: CallRecord, now: float | None = None) -> None:
         """``call_answered``, awaited."""
+        await self.answered_future(record_so_far, now)
+
+    def record_future(self, record: CallRecord) -> asyncio.Future:
+        """``record`` as a future of the running loop, done once the record is durable (its
+        exception a ``CommitError`` if the commit failed): what the node holds a call's last answers
+        on, without a task per call."""
+        value = encode(record)
+        fut = asyncio.get_running_loop().create_future()
+        self._add((_RECORD, record.call_id.encode(), record_key(record), value), fut)
+        return fut
+
+    def answered_future(self, record_so_far: CallRecord, now: float | None = None) -> asyncio.Future:
+        """``answered`` as a future of the running loop (see ``record_future``)."""
         entry = JournalEntry(self.clock() if now is None else now, record_so_far)
         fut = asyncio.get_running_loop().create_future()
         self._add((_JOURNAL, record_so_far.call_id.encode(), None, _journal_encoder.encode(entry)), fut)
-        await fut
+        return fut
 
     def log(self, key: bytes, value: bytes) -> Commit:
         """Queue one queue-log entry (``core.acd.log``: its key orders the log by time)."""

@@ -139,7 +139,7 @@ class CallRecords:
         self.node = node
         self.refresh = refresh
         self._live: dict[str, CallRecord] = {}  # answered, not ended: their record so far
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Future] = set()
         self._refresher: asyncio.Task | None = None
         self.written = 0
         self.failed = 0
@@ -152,27 +152,30 @@ class CallRecords:
         if self.refresh > 0:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
 
-    def connected(self, event: CallConnected, recording: str = "") -> asyncio.Task:
+    def connected(self, event: CallConnected, recording: str = "") -> asyncio.Future:
         """The call was answered: journal its record so far (naming the recording being made, if
-        any). The task ends when the entry is committed; the node holds the answer to the caller
-        until then."""
+        any). The future is done when the entry is committed; the node holds the answer to the
+        caller until then."""
         record = record_of(event.summary, node=self.node, live=True, recording=recording)
         self._live[event.call_id] = record
-        return self._spawn(self.writer.answered(record, event.summary.answered_at), event.call_id, "journal")
+        fut = self.writer.answered_future(record, event.summary.answered_at)
+        return self._track(fut, event.call_id, "journal")
 
     def ended(self, summary: CallSummary, figures: dict[str, LegFigures] | None = None,
-              dtmf: str = "", recording: str = "") -> asyncio.Task:
-        """The call is over: write its record (with its recording's path, "" when none). The task
-        ends when the record is committed; the node holds the final answers of the call (the 200 to
-        a BYE) until then."""
+              dtmf: str = "", recording: str = "") -> asyncio.Future:
+        """The call is over: write its record (with its recording's path, "" when none). The future
+        is done when the record is committed (then the call counts in the live KPIs); the node holds
+        the final answers of the call (the 200 to a BYE) until then."""
         self._live.pop(summary.call_id, None)
         record = record_of(summary, node=self.node, figures=figures, dtmf=dtmf, recording=recording)
-        return self._spawn(self._record(record), summary.call_id, "record")
+        fut = self.writer.record_future(record)
+        fut.add_done_callback(lambda f: self._recorded(f, record))
+        return self._track(fut, summary.call_id, "record")
 
-    async def _record(self, record: CallRecord) -> None:
-        await self.writer.record(record)
-        self.written += 1
-        self.kpis.add(record)
+    def _recorded(self, fut: asyncio.Future, record: CallRecord) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.written += 1
+            self.kpis.add(record)
 
     def live_kpis(self, now: float, keep: float = 86400.0) -> dict:
         """The live counters as a document (``switchcore report --live`` reads it): per dimension, key
@@ -185,13 +188,13 @@ class CallRecords:
                 for (dim, key, start), c in self.kpis.groups()]
         return {"node": self.node, "at": now, "interval": self.kpis.config.interval, "rows": rows}
 
-    def _spawn(self, coro, call_id: str, what: str) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(lambda t: self._done(t, call_id, what))
-        return task
+    def _track(self, fut: asyncio.Future, call_id: str, what: str) -> asyncio.Future:
+        # A future, not a task per write: the writer resolves it on this loop when its group commits.
+        self._pending.add(fut)
+        fut.add_done_callback(lambda t: self._done(t, call_id, what))
+        return fut
 
-    def _done(self, task: asyncio.Task, call_id: str, what: str) -> None:
+    def _done(self, task: asyncio.Future, call_id: str, what: str) -> None:
         self._pending.discard(task)
         if task.cancelled():
             return
