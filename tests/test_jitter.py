@@ -9,13 +9,23 @@ import random
 import numpy as np
 import pytest
 
-from core.media.jitter import AUDIO, CONCEALED, IDLE, SILENCE, JitterBuffer
+from core.media.jitter import AUDIO, CONCEALED, IDLE, SILENCE
+from core.media.recording import IMPLEMENTATIONS
 
 N = 160
 F = 0.02
 
 
-def steady(**options) -> JitterBuffer:
+@pytest.fixture(params=["py", "c"])
+def JitterBuffer(request):
+    """Each test runs against both implementations: core.media.jitter (Python) and core._jitter (Cython)."""
+    module = IMPLEMENTATIONS[request.param]
+    if module is None:
+        pytest.skip("core._jitter is not built (python setup.py build_ext --inplace)")
+    return module.JitterBuffer
+
+
+def steady(JitterBuffer, **options):
     """A buffer whose delay stays at 60 ms, for the tests that are not about adapting it."""
     return JitterBuffer(min_delay=0.06, initial_delay=0.06, max_delay=0.06, **options)
 
@@ -25,7 +35,7 @@ def frame(k: int) -> np.ndarray:
     return np.full(N, k + 1, dtype=np.int16)
 
 
-def run(jb: JitterBuffer, arrivals: list[tuple[float, int]], ticks: int, seq0: int = 0, ts0: int = 0,
+def run(jb, arrivals: list[tuple[float, int]], ticks: int, seq0: int = 0, ts0: int = 0,
         ssrc: int = 7, start: float = 0.0):
     """Push (arrival time, frame index) in arrival order and pop every 20 ms from ``start``; the frames out."""
     arrivals = sorted(arrivals)
@@ -51,8 +61,8 @@ def whole(heard: list[int], lo: int, hi: int) -> bool:
     return lo in heard and heard[heard.index(lo):heard.index(lo) + hi - lo] == list(range(lo, hi))
 
 
-def test_an_orderly_stream_comes_out_whole_after_the_initial_delay():
-    jb = steady()
+def test_an_orderly_stream_comes_out_whole_after_the_initial_delay(JitterBuffer):
+    jb = steady(JitterBuffer)
     out = run(jb, [(k * F + 0.001, k) for k in range(50)], 54)
     heard = played(out)
     assert heard == list(range(50))
@@ -61,31 +71,31 @@ def test_an_orderly_stream_comes_out_whole_after_the_initial_delay():
     assert jb.counters["late"] == jb.counters["duplicate"] == jb.counters["concealed"] == 0
 
 
-def test_reordered_packets_play_in_timestamp_order():
+def test_reordered_packets_play_in_timestamp_order(JitterBuffer):
     rng = random.Random(3)
     arrivals = [(k * F + 0.001, k) for k in range(60)]
     for k in range(0, 58, 6):  # swap neighbours: each arrives 20 ms out of place
         arrivals[k], arrivals[k + 1] = (arrivals[k + 1][0], arrivals[k][1]), (arrivals[k][0], arrivals[k + 1][1])
     rng.shuffle(arrivals)  # the push order is by arrival time anyway
-    jb = steady()
+    jb = steady(JitterBuffer)
     heard = played(run(jb, arrivals, 70))
     assert heard[:60] == list(range(60))
     assert jb.counters["late"] == 0
 
 
-def test_duplicates_are_dropped_and_counted():
+def test_duplicates_are_dropped_and_counted(JitterBuffer):
     arrivals = [(k * F + 0.001, k) for k in range(30)] + [(k * F + 0.005, k) for k in (3, 10, 11)]
     arrivals += [(0.5, 2)]  # a copy of a frame already played
-    jb = steady()
+    jb = steady(JitterBuffer)
     heard = played(run(jb, arrivals, 40))
     assert heard[:30] == list(range(30))
     assert jb.counters["duplicate"] == 4
     assert jb.counters["late"] == 0
 
 
-def test_a_lost_frame_is_concealed_by_a_fading_repeat_and_a_long_loss_turns_to_silence():
+def test_a_lost_frame_is_concealed_by_a_fading_repeat_and_a_long_loss_turns_to_silence(JitterBuffer):
     lost = {10} | set(range(20, 30))
-    jb = steady(conceal_frames=3)
+    jb = steady(JitterBuffer, conceal_frames=3)
     out = [f for f in run(jb, [(k * F + 0.001, k) for k in range(40) if k not in lost], 44) if f.kind != IDLE]
     assert out[10].kind == CONCEALED
     assert np.array_equal(out[10].samples[:1], frame(9)[:1])  # the last frame, repeated...
@@ -96,16 +106,16 @@ def test_a_lost_frame_is_concealed_by_a_fading_repeat_and_a_long_loss_turns_to_s
     assert jb.counters["concealed"] == 4 and jb.counters["silent"] == 7
 
 
-def test_a_packet_after_its_playout_time_is_late_dropped_and_counted():
+def test_a_packet_after_its_playout_time_is_late_dropped_and_counted(JitterBuffer):
     arrivals = [(k * F + 0.001, k) for k in range(40) if k != 15] + [(15 * F + 0.3, 15)]
-    jb = steady()
+    jb = steady(JitterBuffer)
     out = run(jb, arrivals, 50)
     assert jb.counters["late"] == 1
     assert 15 not in played(out)
     assert played(out)[16:40] == list(range(16, 40))
 
 
-def test_the_delay_grows_with_jitter_within_its_bounds_and_late_packets_become_rare():
+def test_the_delay_grows_with_jitter_within_its_bounds_and_late_packets_become_rare(JitterBuffer):
     rng = random.Random(11)
     jitter = [(k * F + rng.uniform(0, 0.08), k) for k in range(400)]
     jb = JitterBuffer(initial_delay=0.02, min_delay=0.02, max_delay=0.2)
@@ -123,7 +133,7 @@ def test_the_delay_grows_with_jitter_within_its_bounds_and_late_packets_become_r
     assert capped.counters["late"] > 20
 
 
-def test_the_delay_shrinks_when_the_jitter_goes_away():
+def test_the_delay_shrinks_when_the_jitter_goes_away(JitterBuffer):
     rng = random.Random(5)
     arrivals = [(k * F + rng.uniform(0, 0.1), k) for k in range(200)]
     calm = [(k * F + 0.001, k) for k in range(200, 600)]
@@ -140,10 +150,10 @@ def test_the_delay_shrinks_when_the_jitter_goes_away():
     assert jb.delay <= 0.06
 
 
-def test_silence_suppression_keeps_the_pause_and_a_new_source_starts_over():
+def test_silence_suppression_keeps_the_pause_and_a_new_source_starts_over(JitterBuffer):
     # frames 0-19, then a pause of 1 s (the timestamps say so), then frames 70-89
     arrivals = [(k * F + 0.001, k) for k in list(range(20)) + list(range(70, 90))]
-    jb = steady(idle_frames=500)
+    jb = steady(JitterBuffer, idle_frames=500)
     heard = played(run(jb, arrivals, 100))
     assert heard[:20] == list(range(20))
     assert heard[20:70] == [-1] * 50
@@ -160,10 +170,10 @@ def test_silence_suppression_keeps_the_pause_and_a_new_source_starts_over():
 
 
 @pytest.mark.parametrize("size", [80, 240])
-def test_packets_of_another_size_than_a_frame_are_cut_and_joined(size):
+def test_packets_of_another_size_than_a_frame_are_cut_and_joined(JitterBuffer, size):
     """10 ms and 30 ms packets (other ptimes) give the same samples out as 20 ms ones."""
     signal = np.arange(size * 40, dtype=np.int16)
-    jb = steady()
+    jb = steady(JitterBuffer)
     out, i = [], 0
     packets = [(k * size / 8000 + 0.001, k) for k in range(40)]
     for t in range(int(size * 40 / N) + 10):

@@ -21,7 +21,7 @@ import pytest
 
 from core.media import Engine
 from core.media.prompts import tone
-from core.media.recording import WavWriter, repair_wav
+from core.media.recording import CAPTURE_DTYPE, IMPLEMENTATIONS, CallRecording, WavWriter, repair_wav
 from tests.test_media_relay import Phone
 from tests.test_playback import peak_hz
 
@@ -133,6 +133,45 @@ def test_a_recorded_call_has_each_tone_on_its_own_channel_despite_loss_reorderin
         assert at(other) < 0.01 * at(freq), f"channel {ch} hears the other leg"
         gaps = counters["concealed"] + counters["silent"] + counters["stretched"] + counters["compressed"]
         assert counters["played"] >= 0.9 * seconds * 50
+        assert clicks(y, freq) <= 2 * gaps + 2, f"channel {ch}: clicks beyond the {gaps} concealed frames"
+
+
+@pytest.mark.parametrize("impl", ["py", "c"])
+def test_a_recording_fed_the_engines_capture_records_has_each_tone_on_its_own_channel(tmp_path, impl):
+    """CallRecording alone (both implementations: core._jitter's feed loop and the Python one), fed the
+    records the engine hands over every 100 ms: μ-law 1 kHz on leg a, A-law 440 Hz on leg b, impaired."""
+    if IMPLEMENTATIONS[impl] is None:
+        pytest.skip("core._jitter is not built")
+    rng = random.Random(7)
+    seconds, start_ns = 3, 5_000_000_000
+    sends = [(0, t, p) for t, p in impaired_schedule(tone(1000, seconds * 1000, DBM0).payload("PCMU"), 0xA, 0.01, rng)]
+    pcma = tone(440, seconds * 1000, DBM0).payload("PCMA")  # payload type 8 in the header (RFC 3551)
+    sends += [(1, t, p[:1] + b"\x08" + p[2:]) for t, p in impaired_schedule(pcma, 0xB, 0.01, rng)]
+    sends.sort(key=lambda s: s[1])
+    records = np.zeros(len(sends), CAPTURE_DTYPE)
+    for r, (leg, when, pkt) in zip(records, sends):
+        _, pt, seq, ts, ssrc = struct.unpack_from("!BBHII", pkt)
+        r["arrival_ns"], r["leg"], r["payload_type"] = start_ns + int(when * 1e9), leg, pt
+        r["seq"], r["timestamp"], r["ssrc"], r["length"] = seq, ts, ssrc, len(pkt) - 12
+        r["payload"][:len(pkt) - 12] = np.frombuffer(pkt[12:], np.uint8)
+    path = tmp_path / f"{impl}.wav"
+    recording = CallRecording(path, start_ns, impl=impl)
+    arrivals = records["arrival_ns"]
+    for now in range(start_ns, start_ns + (seconds + 1) * 10**9, 100_000_000):
+        recording.feed(records[(arrivals > now - 100_000_000) & (arrivals <= now)], now)
+    summary = recording.finish(start_ns + (seconds + 1) * 10**9)
+    params, x = read_wav(path)
+    assert summary["frames"] == params.nframes and seconds <= params.nframes / 8000 <= seconds + 1.2
+    for ch, freq, other in ((0, 1000, 440), (1, 440, 1000)):
+        counters = summary["ab"[ch]]
+        audio = np.flatnonzero(x[:, ch])
+        y = x[audio[0]:audio[-1] + 1, ch]
+        assert abs(peak_hz(y) - freq) < 3, f"channel {ch}"
+        spectrum = np.abs(np.fft.rfft(y.astype(float) * np.hanning(len(y))))
+        at = lambda f: spectrum[int(round(f * len(y) / 8000)) - 3:int(round(f * len(y) / 8000)) + 4].max()
+        assert at(other) < 0.01 * at(freq), f"channel {ch} hears the other leg"
+        assert counters["played"] >= 0.9 * seconds * 50 and counters["duplicate"] >= 1
+        gaps = counters["concealed"] + counters["silent"] + counters["stretched"] + counters["compressed"]
         assert clicks(y, freq) <= 2 * gaps + 2, f"channel {ch}: clicks beyond the {gaps} concealed frames"
 
 

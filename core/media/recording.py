@@ -13,6 +13,12 @@ written, a machine crash may lose what the page cache held.
 
 Packets of other payload types (RFC 4733 events, comfort noise) are not audio here: the buffer conceals
 their time like a loss.
+
+Two implementations of the buffers and of ``feed``'s per-packet/per-frame loop: ``core._jitter`` (Cython:
+the buffer in C, and ``feed_records`` decoding and pushing the capture records and popping both legs into
+the stereo block without a Python object per packet or frame) and ``core.media.jitter`` (plain Python, the
+readable specification and differential oracle). A recording uses the Cython one when it is built;
+``IMPLEMENTATIONS`` names both, and ``CallRecording(..., impl="py")`` picks one. Both write the same bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +29,16 @@ import struct
 import numpy as np
 
 from core.media import g711
-from core.media.jitter import IDLE, JitterBuffer
+from core.media import jitter as _pyjitter
+from core.media.jitter import IDLE
+
+try:
+    from core import _jitter
+except ImportError:  # the extension is not built: `python setup.py build_ext --inplace`
+    _jitter = None
+
+IMPLEMENTATIONS = {"py": _pyjitter, "c": _jitter}
+JitterBuffer = (_jitter or _pyjitter).JitterBuffer
 
 RATE = 8000
 HEADER_BYTES = 44
@@ -57,16 +72,16 @@ class WavWriter:
 
     def append(self, samples: np.ndarray) -> None:
         """``samples``: int16, shape (frames, channels). Data first, then the sizes that cover it."""
-        data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
-        if not data:
+        data = np.ascontiguousarray(samples, dtype="<i2")
+        if not data.nbytes:
             return
-        view = memoryview(data)
+        view = memoryview(data).cast("B")  # written from the array itself, without a copy
         while view:
             n = os.pwrite(self.fd, view, HEADER_BYTES + self.data_bytes)
             self.data_bytes += n
             view = view[n:]
-        os.pwrite(self.fd, struct.pack("<I", 36 + self.data_bytes), 4)
-        os.pwrite(self.fd, struct.pack("<I", self.data_bytes), 40)
+        # the RIFF size (offset 4) and the data size (40) in one write: bytes 4-43 of the header
+        os.pwrite(self.fd, wav_header(self.channels, self.rate, self.data_bytes)[4:], 4)
 
     @property
     def frames(self) -> int:
@@ -102,17 +117,23 @@ class CallRecording:
 
     ``start_ns`` is the engine's clock when recording began: tick k of the playout clock is at
     ``start_ns + k·20 ms``, and at each tick each leg's buffer gives one frame (silence until its leg's
-    first packet has waited out the playout delay)."""
+    first packet has waited out the playout delay). ``impl`` ("py" or "c"): which implementation of the
+    buffers and of the feed loop; by default the Cython one when it is built."""
 
-    def __init__(self, path, start_ns: int, clock_rate: int = RATE, frame_ms: int = 20, **jitter):
+    def __init__(self, path, start_ns: int, clock_rate: int = RATE, frame_ms: int = 20, *,
+                 impl: str | None = None, **jitter):
         if clock_rate != RATE:
             raise ValueError("recordings are of G.711 at 8 kHz")
+        module = (_jitter or _pyjitter) if impl is None else IMPLEMENTATIONS[impl]
+        if module is None:
+            raise ValueError(f"core._jitter is not built: no {impl!r} implementation")
+        self._fast = module is _jitter
         self.writer = WavWriter(path, 2, RATE)
         self.frame_samples = RATE * frame_ms // 1000
         self.tick_ns = frame_ms * 1_000_000
         self.next_tick_ns = start_ns
-        self.legs = (JitterBuffer(RATE, self.frame_samples, **jitter),
-                     JitterBuffer(RATE, self.frame_samples, **jitter))
+        self.legs = (module.JitterBuffer(RATE, self.frame_samples, **jitter),
+                     module.JitterBuffer(RATE, self.frame_samples, **jitter))
         self.other_payload = 0   # packets that were not G.711 (DTMF events, comfort noise)
         self.dropped = 0         # packets the engine could not hand over (its ring was full)
         self.closed = False
@@ -125,6 +146,14 @@ class CallRecording:
     def feed(self, records: np.ndarray, now_ns: int) -> None:
         """Packets (``CAPTURE_DTYPE`` records, in arrival order) and the ticks up to ``now_ns``: the
         frames of every tick whose time has come are decoded and written."""
+        if self._fast and records.dtype == CAPTURE_DTYPE:
+            frames, self.next_tick_ns, other = _jitter.feed_records(
+                self.legs[0], self.legs[1], records, self.next_tick_ns, self.tick_ns, now_ns,
+                DECODERS[0], DECODERS[8])
+            self.other_payload += other
+            if len(frames):
+                self.writer.append(frames)
+            return
         out = []
         for rec in records:
             arrival = int(rec["arrival_ns"])
@@ -168,4 +197,5 @@ class CallRecording:
                 "other_payload": self.other_payload, "dropped": self.dropped, "error": self.error}
 
 
-__all__ = ["CAPTURE_DTYPE", "CallRecording", "IDLE", "WavWriter", "repair_wav", "wav_header"]
+__all__ = ["CAPTURE_DTYPE", "CallRecording", "IDLE", "IMPLEMENTATIONS", "JitterBuffer", "WavWriter", "repair_wav",
+           "wav_header"]
