@@ -616,12 +616,15 @@ cdef class Engine:
                 raise ValueError(f"relay {relay_id!r} exists already")
             slot = self._free_slot()
             fds = []
+            pa = None
             try:
                 pa = self._open_pair(port_a, fds)
                 pb = self._open_pair(port_b, fds)
             except BaseException:
                 for fd in fds:
                     close(fd)
+                if pa is not None:
+                    self.ports.discard(pa)  # leg a's pair was bound: it is free again
                 raise
             serial = self.next_serial
             self.next_serial += 1

@@ -335,6 +335,19 @@ def test_a_removed_relay_frees_its_ports(engine):
     assert engine.add_relay("r2", port_a=pa, port_b=pb) == (pa, pb)
 
 
+def test_a_relay_that_cannot_be_added_leaves_its_first_port_free():
+    base = random.randrange(20000, 59900, 2)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind((HOST, base + 2))  # someone else holds leg b's port
+    try:
+        with Engine(base, base + 99) as engine:
+            with pytest.raises(OSError):
+                engine.add_relay("x", port_a=base, port_b=base + 2)
+            assert engine.add_relay("y", port_a=base, port_b=base + 4) == (base, base + 4)
+    finally:
+        blocker.close()
+
+
 def test_malformed_datagrams_are_counted_and_not_forwarded(engine, phones):
     a, b = phones(), phones()
     pa, _ = engine.add_relay("call", options={"b": {"peer": b.addr}})
