@@ -461,6 +461,20 @@ cdef inline int64_t _i64(const uint8_t* p) noexcept:
     return <int64_t>(<unsigned long long>_u32(p) | (<unsigned long long>_u32(p + 4) << 32))
 
 
+cdef int64_t _play_until(JitterBuffer a, JitterBuffer b, int64_t next_tick_ns, int64_t until_ns,
+                         int64_t tick_ns, int16_t[:, ::1] frames, Py_ssize_t* t) except? -1:
+    """Pop both legs at every tick up to ``until_ns``, their frames side by side from row ``t[0]`` on;
+    returns the next tick."""
+    cdef double now
+    while next_tick_ns <= until_ns:
+        now = <double>next_tick_ns / 1e9
+        next_tick_ns += tick_ns
+        a.pop_c(now, &frames[t[0], 0], 2)
+        b.pop_c(now, &frames[t[0], 1], 2)
+        t[0] += a.n
+    return next_tick_ns
+
+
 def feed_records(JitterBuffer a, JitterBuffer b, records, long long next_tick_ns, long long tick_ns,
                  long long now_ns, ulaw, alaw):
     """``CallRecording.feed`` in C: push the capture ``records`` (in arrival order) into the buffers
@@ -477,7 +491,6 @@ def feed_records(JitterBuffer a, JitterBuffer b, records, long long next_tick_ns
     cdef int16_t decoded[PAYLOAD_BYTES]
     cdef int64_t arrival, last = now_ns
     cdef long long other = 0
-    cdef double now
     cdef JitterBuffer leg
     cdef Py_ssize_t n = a.n
     if tick_ns <= 0:
@@ -499,12 +512,7 @@ def feed_records(JitterBuffer a, JitterBuffer b, records, long long next_tick_ns
     for i in range(count):
         rec = &raw[i * RECORD_BYTES]
         arrival = _i64(rec)
-        while next_tick_ns <= arrival:
-            now = <double>next_tick_ns / 1e9
-            next_tick_ns += tick_ns
-            a.pop_c(now, &frames[t, 0], 2)
-            b.pop_c(now, &frames[t, 1], 2)
-            t += n
+        next_tick_ns = _play_until(a, b, next_tick_ns, arrival, tick_ns, frames, &t)
         if rec[20] == 0:
             table = &mu[0]
         elif rec[20] == 8:
@@ -524,10 +532,5 @@ def feed_records(JitterBuffer a, JitterBuffer b, records, long long next_tick_ns
         else:
             raise IndexError("tuple index out of range")
         leg.push_c(_u16(rec + 16), _u32(rec + 8), decoded, length, <double>arrival / 1e9, _u32(rec + 12))
-    while next_tick_ns <= now_ns:
-        now = <double>next_tick_ns / 1e9
-        next_tick_ns += tick_ns
-        a.pop_c(now, &frames[t, 0], 2)
-        b.pop_c(now, &frames[t, 1], 2)
-        t += n
+    next_tick_ns = _play_until(a, b, next_tick_ns, now_ns, tick_ns, frames, &t)
     return out, next_tick_ns, other
