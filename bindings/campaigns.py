@@ -169,3 +169,12 @@ class CampaignStore:
         if entry is not None:
             self.write([entry])
         return entry
+
+    def remove_dnc(self, dnc: DoNotCall, number: str) -> DncEntry | None:
+        """Take an E.164 number off the node's list; durable on return. The entry it had, or None.
+        (A number that came from a campaign's DNC file comes back if that file is imported again.)"""
+        entry = dnc.remove(number)
+        if entry is not None:
+            with self.storage.env.begin(write=True) as txn:
+                txn.delete(number.encode("ascii"), db=self._dnc)
+        return entry

@@ -7,6 +7,7 @@ What an operator, a wallboard or an agent's screen asks of a running node ([cont
     POST /campaigns/NAME/start|pause|resume|stop
     POST /dnc            {"number": "+12125550100", "country": "US"}   onto the do-not-call list
     GET  /dnc/NUMBER                         whether (and since when, from where) a number is on it
+    DELETE /dnc/NUMBER                       off it again (a number put there by mistake)
     GET  /agents/ID                          status (set by the agent), state (set by the switch), the
                                              contact of the preview on the agent's phone
     POST /agents/ID/status {"status": "available"|"on_break"|"logged_out", "reason": "lunch"}
@@ -210,8 +211,14 @@ class ControlApi:
             log.info("do-not-call: %s added through the control API", number)
             return (201 if entry is not None else 200), {"number": number, "added": entry is not None}
         if len(rest) == 1:
-            _allow(method, "GET")
             number = _e164(rest[0], next((c.default_country for c in self.config.campaigns), "US"))
+            if method == "DELETE":
+                entry = dialler.store.remove_dnc(dialler.dnc, number)
+                if entry is not None:
+                    log.warning("do-not-call: %s removed through the control API (listed since %.0f, from %s)",
+                                number, entry.added, entry.source)
+                return 200, {"number": number, "removed": entry is not None}
+            _allow(method, "GET")
             entry = dialler.dnc.get(number)
             return 200, {"number": number, "listed": entry is not None,
                          "entry": msgspec.to_builtins(entry) if entry is not None else None}

@@ -289,6 +289,10 @@ class DoNotCall:
         entry = self._entries[number] = DncEntry(number, now, source, campaign, agent)
         return entry
 
+    def remove(self, number: str) -> DncEntry | None:
+        """Take an E.164 number off the list (one put there by mistake); the entry it had, or None."""
+        return self._entries.pop(number, None)
+
 
 # -- calling windows -------------------------------------------------------------------------------
 def _zone_opening(zone: zoneinfo.ZoneInfo, t: float, start: int, end: int) -> float:

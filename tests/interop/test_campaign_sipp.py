@@ -567,6 +567,11 @@ def test_the_control_api_pauses_and_resumes_a_campaign_takes_dispositions_and_dn
     status, added = control(port, "POST", "/dnc", {"number": "030 1110031"})  # a German number, written locally
     assert (status, added) == (201, {"number": later[1], "added": True})
     assert control(port, "GET", f"/dnc/{later[1]}")[1]["listed"] is True
+    mistaken = "+49301110099"  # put there by mistake, then taken off
+    assert control(port, "POST", "/dnc", {"number": mistaken})[0] == 201
+    assert control(port, "DELETE", f"/dnc/{mistaken}") == (200, {"number": mistaken, "removed": True})
+    assert control(port, "DELETE", f"/dnc/{mistaken}")[1]["removed"] is False
+    assert control(port, "GET", f"/dnc/{mistaken}")[1]["listed"] is False
     assert control(port, "POST", "/dnc", {"number": "12"})[0] == 400
     # Paused: the call out runs to its end (1.5 s of talk), nothing new is dialled.
     until(lambda: s.records_so_far() >= 1, what="the first call ended", context=s.context)
@@ -597,6 +602,9 @@ def test_the_control_api_pauses_and_resumes_a_campaign_takes_dispositions_and_dn
     assert seen["dispositions"] == {"callback": 1}
     campaign = campaign_state(node.data_dir, text)
     assert campaign.contacts["c-later"].result == "dnc"
+    with Storage(node.data_dir) as storage:
+        dnc = CampaignStore(storage).load_dnc()
+    assert later[1] in dnc and mistaken not in dnc  # as the API left it, on disk
     called_back = campaign.contacts["c-ans"]
     assert (called_back.state, called_back.due, called_back.callback) == ("pending", back_at, True)
     assert control_is_closed(port)
