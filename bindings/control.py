@@ -31,6 +31,7 @@ import logging
 import time
 from http import HTTPStatus
 from typing import Any, Callable
+from urllib.parse import unquote
 
 import msgspec
 
@@ -111,6 +112,9 @@ class ControlApi:
         except (ConnectionError, asyncio.IncompleteReadError):
             writer.close()
             return
+        except Exception:  # a fault of ours: the client is told, the node goes on
+            log.exception("control API request failed")
+            status, payload = 500, {"error": "internal error (see the node's log)"}
         body = msgspec.json.encode(payload) + b"\n"
         head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
@@ -158,7 +162,7 @@ class ControlApi:
     # -- the API ---------------------------------------------------------------------------------------
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         """One request: (status, the JSON-able answer)."""
-        parts = [p for p in path.split("/") if p]
+        parts = [unquote(p) for p in path.split("/") if p]
         now = self.clock()
         try:
             if parts[:1] == ["campaigns"]:

@@ -50,6 +50,25 @@ def test_a_request_without_the_token_is_refused_and_one_with_it_is_served():
     assert wrong[0] == 401
 
 
+def test_a_fault_inside_a_request_is_a_500_and_the_server_keeps_serving():
+    class Broken:  # a dialler whose store fails: what a full disk would look like to the API
+        runs = property(lambda self: 1 / 0)
+
+    port = free_port()
+    config = decode_config(f'[control]\nlisten = "127.0.0.1:{port}"\n'.encode(), "site.toml")
+
+    async def main():
+        api = ControlApi(config, calls=None, dialler=Broken())
+        await api.start()
+        try:
+            return [await exchange(port, b"GET /campaigns HTTP/1.1\r\n\r\n") for _ in range(2)]
+        finally:
+            await api.close()
+
+    first, second = asyncio.run(main())
+    assert first == second == (500, {"error": "internal error (see the node's log)"})
+
+
 @pytest.mark.parametrize("raw, status", [
     (b"HELLO\r\n\r\n", 400),
     (b"GET /campaigns HTTP/1.1\r\nno colon here\r\n\r\n", 400),

@@ -572,6 +572,7 @@ def test_the_control_api_pauses_and_resumes_a_campaign_takes_dispositions_and_dn
     assert control(port, "DELETE", f"/dnc/{mistaken}") == (200, {"number": mistaken, "removed": True})
     assert control(port, "DELETE", f"/dnc/{mistaken}")[1]["removed"] is False
     assert control(port, "GET", f"/dnc/{mistaken}")[1]["listed"] is False
+    assert control(port, "GET", f"/dnc/%2B{later[1][1:]}")[1]["listed"] is True  # "+" percent-encoded
     assert control(port, "POST", "/dnc", {"number": "12"})[0] == 400
     # Paused: the call out runs to its end (1.5 s of talk), nothing new is dialled.
     until(lambda: s.records_so_far() >= 1, what="the first call ended", context=s.context)
