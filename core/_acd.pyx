@@ -280,6 +280,19 @@ cdef inline int bits_kth(Pool *p, int k) noexcept nogil:
     return -1
 
 
+cdef inline int ring_pick(int strategy, Pool *p, uint64_t *rng) noexcept nogil:
+    """The ring slot a ring-kept strategy picks among ``p``'s free entries (linear: the first;
+    round-robin: the first after the last offered, wrapping; random: a uniform draw from ``rng``,
+    which it advances). ``p`` has one free at least: the caller checks ``nfree``."""
+    cdef int r
+    if strategy == LINEAR_:
+        return bits_next(p, 0)
+    if strategy == RR:
+        r = bits_next(p, p.rr_last + 1)
+        return r if r >= 0 else bits_next(p, 0)
+    return bits_kth(p, <int>(splitmix64(rng) % <uint64_t>p.nfree))
+
+
 cdef inline int select64(uint64_t word, int k) noexcept nogil:
     """The bit index of the k-th set bit of ``word`` (0-based; k < its popcount): halve the
     range three times by counting the low half's bits (arithmetic, no branch), then step over
@@ -1872,14 +1885,7 @@ cdef class AutomaticCallDistributor:
         if q.heap_pools:
             agent[0] = p.heap[0].agent
             return p.heap[0].entry
-        if q.strategy == LINEAR_:
-            r = bits_next(p, 0)
-        elif q.strategy == RR:
-            r = bits_next(p, p.rr_last + 1)
-            if r < 0:
-                r = bits_next(p, 0)
-        else:  # RANDOM_: the draw _choose will make, on the copy
-            r = bits_kth(p, <int>(splitmix64(rng) % <uint64_t>p.nfree))
+        r = ring_pick(q.strategy, p, rng)  # random: the draw _choose will make, on the copy
         if r < 0:
             return -1
         agent[0] = p.ring_agent[r]
@@ -1903,12 +1909,5 @@ cdef class AutomaticCallDistributor:
             return -1
         if q.heap_pools:
             return p.heap[0].entry
-        if q.strategy == LINEAR_:
-            r = bits_next(p, 0)
-        elif q.strategy == RR:
-            r = bits_next(p, p.rr_last + 1)
-            if r < 0:
-                r = bits_next(p, 0)
-        else:  # RANDOM_
-            r = bits_kth(p, <int>(splitmix64(&self.rng) % <uint64_t>p.nfree))
+        r = ring_pick(q.strategy, p, &self.rng)
         return p.ring[r]
