@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sipp_node import CALLEE, cpu_seconds, free_port, last_counts, start_node, sipp  # noqa: E402
+from bench.sipp_node import CALLEE, cpu_seconds, free_port, last_counts, start_node, sipp, stop  # noqa: E402
 from bindings.campaigns import CampaignStore  # noqa: E402
 from bindings.cdr import CdrReader  # noqa: E402
 from bindings.storage import Storage  # noqa: E402
@@ -63,15 +63,6 @@ def campaign_config(workdir: Path, callee_port: int, contacts: int, agents: int,
              f'mode = "progressive"\ncontacts = "{csv}"\nwindow_start = "00:00"\nwindow_end = "24:00"\n'
              'default_country = "DE"\nretry = {}\nmax_attempts = 1\n')
     return text
-
-
-def stop(node: subprocess.Popen) -> None:
-    node.send_signal(signal.SIGTERM)
-    try:
-        node.wait(30)
-    except subprocess.TimeoutExpired:
-        node.kill()
-        node.wait(5)
 
 
 def register_agents(workdir: Path, config: str, agents: int, phone_port: int) -> None:

@@ -61,6 +61,16 @@ def start_node(workdir: Path, port: int, config: str, *, pin: bool = True) -> su
     raise SystemExit("the node did not start:\n" + log.read_text(errors="replace")[-2000:])
 
 
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Ask ``proc`` to stop with ``sig`` (the node: SIGTERM; SIPp: SIGINT), kill it after ``timeout``."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

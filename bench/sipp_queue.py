@@ -44,7 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.sipp_node import cpu_seconds, pinned, start_node  # noqa: E402
+from bench.sipp_node import cpu_seconds, pinned, start_node, stop  # noqa: E402
 from bindings.acdlog import read_queue_log  # noqa: E402
 from bindings.cdr import CdrReader  # noqa: E402
 from bindings.storage import Storage  # noqa: E402
@@ -184,11 +184,7 @@ def main() -> int:
                     time.sleep(1.0)  # the last calls' records and queue log entries are written
         finally:
             if uas is not None:
-                uas.send_signal(signal.SIGINT)
-                try:
-                    uas.wait(10)
-                except subprocess.TimeoutExpired:
-                    uas.kill()
+                stop(uas, signal.SIGINT, 10)
             node.send_signal(signal.SIGTERM)
             node.wait(30)
         with Storage(workdir / "data") as storage:
