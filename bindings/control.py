@@ -85,6 +85,8 @@ class ControlApi:
         self.flush = flush
         self.clock = clock
         self.token = config.control.token.encode()
+        # A number written without its country code is read as the first campaign's country's.
+        self.country = next((c.default_country for c in config.campaigns), "US")
         self.server: asyncio.base_events.Server | None = None
         self.address = ""
 
@@ -209,13 +211,12 @@ class ControlApi:
         if not rest:
             _allow(method, "POST")
             req = _decode(body, DncRequest)
-            country = req.country or next((c.default_country for c in self.config.campaigns), "US")
-            number = _e164(req.number, country)
+            number = _e164(req.number, req.country or self.country)
             entry = dialler.store.add_dnc(dialler.dnc, number, now, "api")
             log.info("do-not-call: %s added through the control API", number)
             return (201 if entry is not None else 200), {"number": number, "added": entry is not None}
         if len(rest) == 1:
-            number = _e164(rest[0], next((c.default_country for c in self.config.campaigns), "US"))
+            number = _e164(rest[0], self.country)
             if method == "DELETE":
                 entry = dialler.store.remove_dnc(dialler.dnc, number)
                 if entry is not None:

@@ -271,6 +271,15 @@ def own_offer(codecs, address: str) -> SessionDescription:
 _AGENT_STATE = {"offer": "offered", "answer": "talking", "noanswer": "idle"}
 
 
+def _numbered(number: str, code: str, names: tuple[str, ...]) -> str | None:
+    """The name a feature code followed by its number picks ("*632": the second), None when
+    ``number`` is not ``code`` and one of those numbers."""
+    rest = number[len(code):] if number.startswith(code) else ""
+    if rest.isdigit() and 1 <= int(rest) <= len(names):
+        return names[int(rest) - 1]
+    return None
+
+
 def _credentials(trunk) -> tuple[str, str] | None:
     """A trunk's digest credentials for its challenges to our INVITEs (RFC 3261 §22.2)."""
     return (trunk.username, trunk.password) if trunk is not None and trunk.username is not None else None
@@ -1470,22 +1479,14 @@ class B2BUA:
             return acd_model.AVAILABLE, ""
         if number == codes.logout:
             return acd_model.LOGGED_OUT, ""
-        if number.startswith(codes.pause):
-            rest = number[len(codes.pause):]
-            reasons = codes.break_reasons
-            if not rest:
-                return acd_model.ON_BREAK, reasons[0]
-            if rest.isdigit() and 1 <= int(rest) <= len(reasons):
-                return acd_model.ON_BREAK, reasons[int(rest) - 1]
-        return None
+        if number == codes.pause:
+            return acd_model.ON_BREAK, codes.break_reasons[0]
+        reason = _numbered(number, codes.pause, codes.break_reasons)
+        return (acd_model.ON_BREAK, reason) if reason is not None else None
 
     def _disposition_code(self, number: str) -> str | None:
         """The disposition a dialled code gives (the [acd] disposition code and the code's number)."""
-        codes = self.config.acd
-        rest = number[len(codes.disposition):] if number.startswith(codes.disposition) else ""
-        if rest.isdigit() and 1 <= int(rest) <= len(codes.dispositions):
-            return codes.dispositions[int(rest) - 1]
-        return None
+        return _numbered(number, self.config.acd.disposition, self.config.acd.dispositions)
 
     def _log(self, now: float, kind: str, **fields) -> None:
         self._events.append(QueueLogEntry(at=now, kind=kind, **fields))
