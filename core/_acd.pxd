@@ -108,13 +108,17 @@ cdef struct PoolItem:
     double key1, key2
     int agent, entry
 
+cdef struct RingSlot:
+    # One place in a pool's ring: the tier entry and its agent side by side, so that a pick reads
+    # both in one cache line without touching the entry.
+    int entry, agent
+
 cdef struct Pool:
-    # The agents of one tier level of one queue: ``ring`` lists entry ids in ring order; free
+    # The agents of one tier level of one queue: ``ring`` lists entries in ring order; free
     # agents are a bitset over ring indexes (round robin, linear, random, ring-all) or an indexed
     # min-heap of PoolItems (longest idle, fewest calls, least talk time, skills).
     int n
-    int *ring
-    int *ring_agent         # [ring index]: the entry's agent (read without touching the entry)
+    RingSlot *ring
     uint64_t *bits
     int nwords
     int nfree
@@ -241,6 +245,8 @@ cdef class AutomaticCallDistributor:
     cdef int _schedule(self, double deadline, int kind, int target, uint32_t gen) except -1
     cdef bint _timer_valid(self, TimerRec *t) noexcept
     cdef void _timer_pop(self) noexcept
+    cdef void _timer_push(self, TimerRec t) noexcept
+    cdef void _sweep_timers(self) noexcept
     cdef int _fire(self, int kind, int target, double t) except -1
 
     cdef int _emit(self, int kind, object member_id, long long token, int agent, int queue,

@@ -404,6 +404,24 @@ def test_ring_timeout_moves_caller_to_next_agent_and_rests_the_first(impl):
     assert desk.run_until(75.0) == [Offer("c2", "a1", "sales")]
 
 
+def test_answered_offers_do_not_pile_up_their_ring_timeouts(impl):
+    """A busy queue with a long ring timeout: every answered offer leaves its timeout behind, and
+    the ACD must not keep them all until they would have expired (memory grows with live timers,
+    not with calls per ring timeout); the one offer still ringing times out on time."""
+    desk = Desk(impl, [queue(members=["a1", "a2"], strategy=LINEAR, ring_timeout=3600.0)],
+                agents("a1", "a2"))
+    desk.ready("a1", "a2")
+    for n in range(5_000):
+        desk.now = n * 0.01
+        assert desk.feed(MemberJoined(f"c{n}", "sales")) == [Offer(f"c{n}", "a1", "sales")]
+        desk.feed(OfferAnswered(f"c{n}", "a1"), CallEnded("a1"))
+    assert desk.acd.timers_held <= 128
+    desk.now = 60.0
+    assert desk.feed(MemberJoined("late", "sales")) == [Offer("late", "a1", "sales")]
+    assert desk.run_until(3659.0) == []
+    assert desk.run_until(3660.0) == [OfferTimedOut("late", "a1", "sales"), Offer("late", "a2", "sales")]
+
+
 def test_rejected_and_no_answer_go_to_the_next_agent(impl):
     ids = ["a1", "a2", "a3"]
     desk = Desk(impl, [queue(members=ids, strategy=LINEAR)], agents(*ids))

@@ -281,6 +281,7 @@ class AutomaticCallDistributor:
         self._members: dict[str, _Member] = {}
         self._member_seq = 0
         self._timers: list[tuple] = []
+        self._timers_room = 64
         self._timer_seq = 0
         self._rng = seed & MASK64
         # outputs as records (kind, member, agent index, queue index, reason code); next_output
@@ -433,8 +434,19 @@ class AutomaticCallDistributor:
     # --- timers -----------------------------------------------------------------------------------
 
     def _schedule(self, deadline: float, kind: int, target, gen: int) -> None:
+        if len(self._timers) >= self._timers_room:  # sweep before growing, as core/_acd.pyx does
+            self._timers = [t for t in self._timers if t[2] >= T_MAX_WAIT and t[3].alive
+                            or t[2] < T_MAX_WAIT and t[3].gen == t[4]]
+            heapq.heapify(self._timers)
+            if 2 * len(self._timers) >= self._timers_room:
+                self._timers_room *= 2
         heapq.heappush(self._timers, (deadline, self._timer_seq, kind, target, gen))
         self._timer_seq += 1
+
+    @property
+    def timers_held(self) -> int:
+        """How many timers the ACD holds, those that can no longer fire included."""
+        return len(self._timers)
 
     @staticmethod
     def _timer_valid(kind: int, target, gen: int) -> bool:
@@ -767,4 +779,4 @@ class AutomaticCallDistributor:
             return next((e for e in free if e.ring > last), free[0])
         # RANDOM
         self._rng, draw = splitmix64(self._rng)
-        return free[draw % len(free)]
+        return free[(draw >> 32) * len(free) >> 32]  # the top 32 bits, scaled
