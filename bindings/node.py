@@ -124,7 +124,7 @@ class Node:
         cfg = self.config
         os.makedirs(cfg.node.data_dir, exist_ok=True)
         self.storage = Storage(cfg.node.data_dir)
-        self.cdr = CdrWriter(self.storage)
+        self.cdr = CdrWriter(self.storage, max_delay=cfg.node.commit_delay)
         for rec in self.cdr.recovered[:20]:  # the count is logged by the writer; a few for the operator
             log.warning("call %s cut off by a crash, recorded as interrupted (answered %s, last seen %s)",
                         rec.call_id, rec.answered, rec.ended)
@@ -347,7 +347,9 @@ class Node:
         A step that answered or ended a call sends its datagrams only once that call's journal entry
         or record is committed (a few ms, the CDR writer's group commit): a caller never holds a 200
         for an answer or a hang-up the switch has not recorded, so a crash loses no call that either
-        side saw complete, and every call a side saw answered is closed as interrupted."""
+        side saw complete, and every call a side saw answered is closed as interrupted. The step's
+        new INVITEs are the exception: they say nothing of an answer or an end, and holding them
+        would add the commit to the setup time of a queued call."""
         durable: list[asyncio.Task] = []
         calls = self.endpoint.calls
         self._flushing = True
@@ -357,7 +359,14 @@ class Node:
             self._flushing = False
         datagrams = self.endpoint.datagrams_to_send()
         if durable and datagrams:
-            self._hold(durable, datagrams)
+            # A new INVITE (a queue's offer to an agent in the step that answered the caller)
+            # tells nobody of an answer or a hang-up: it leaves now, not a commit later.
+            invites = [d for d in datagrams if _new_invite(d[0])]
+            if invites:
+                self._send(invites)
+                datagrams = [d for d in datagrams if not _new_invite(d[0])]
+            if datagrams:
+                self._hold(durable, datagrams)
         elif datagrams:
             self._send(datagrams)
 
@@ -436,6 +445,16 @@ class Node:
         loop = asyncio.get_running_loop()
         self._timer_at = deadline
         self._timer = loop.call_later(max(0.0, deadline - time.time()), self.on_timer)
+
+
+def _new_invite(data: bytes) -> bool:
+    """An INVITE that opens a dialog (its To has no tag): not a re-INVITE, which may only follow a
+    200 that a commit still holds. (The switch writes its headers in full form, "To: ...".)"""
+    if not data.startswith(b"INVITE "):
+        return False
+    start = data.find(b"\r\nTo: ")
+    end = data.find(b"\r\n", start + 2)
+    return start >= 0 and data.find(b";tag=", start, end) < 0
 
 
 async def _serve(config: Config) -> None:

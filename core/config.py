@@ -149,12 +149,14 @@ def parse_listen(text: str | ListenAddress) -> ListenAddress:
 
 
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """[node]: this node's name, where it keeps its data, how much it logs."""
+    """[node]: this node's name, where it keeps its data, how much it logs, how its records commit."""
 
     name: str = "switchcore"
     # Relative paths are taken from the directory the node is started in.
     data_dir: str = "./switchcore-data"
     log_level: LogLevel = "info"
+    # The longest the records writer gathers call records before one commit (seconds).
+    commit_delay: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.002
 
 
 class SipTimers(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -18,6 +18,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -38,13 +39,14 @@ WAIT = 15.0  # the longest any single step may take on a loaded machine
 
 
 # -- the node's config -------------------------------------------------------------------------------
-def queue_config(agents: list["AgentPhone"], queue: str, *, acd: str = "") -> str:
+def queue_config(agents: list["AgentPhone"], queue: str, *, acd: str = "", node: str = "") -> str:
     """Users 1001…, one [[agents]] per phone (available from the start, never paused for missed
     offers unless its ``extra`` lines say so), the queue table ``queue`` (named "sales"), the route
-    "800" to it, and ``acd`` (more TOML) at the end."""
+    "800" to it, ``node`` (more lines of [node]) and ``acd`` (more TOML) at the end."""
     text = f"""
 [node]
 name = "queue-test"
+{node}
 
 [media]
 address = "{MEDIA}"
@@ -82,10 +84,19 @@ class Message:
     call_id: str
     from_user: str
     cseq_method: str
+    at: float = 0.0  # when SIPp logged it (its log's clock: the machine's, shared by every SIPp)
 
     @property
     def method(self) -> str:
         return "" if self.start.startswith("SIP/2.0") else self.start.split(" ", 1)[0]
+
+
+def logged_at(stamp: str) -> float:
+    """SIPp's separator-line time ("2026-11-23 19:20:25.289497") as seconds since the epoch."""
+    try:
+        return datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def logged_messages(path: Path) -> list[Message]:
@@ -94,7 +105,8 @@ def logged_messages(path: Path) -> list[Message]:
         return []
     text = path.read_text(errors="replace")
     out = []
-    for block in re.split(r"^-{10,}.*$", text, flags=re.M):
+    parts = re.split(r"^-{10,} *(.*)$", text, flags=re.M)  # [before, stamp, block, stamp, block, ...]
+    for stamp, block in zip(parts[1::2], parts[2::2]):
         m = re.search(r"^(UDP message received|UDP message sent)[^\n]*\n\s*\n?(.*)", block, re.S | re.M)
         if not m:
             continue
@@ -113,7 +125,8 @@ def logged_messages(path: Path) -> list[Message]:
         from_user = re.search(r"sips?:([^@;>]+)@", header("from", "f"))
         cseq = header("cseq", "").split()
         out.append(Message(m.group(1).endswith("received"), lines[0].strip(), header("call-id", "i"),
-                           from_user.group(1) if from_user else "", cseq[1] if len(cseq) > 1 else ""))
+                           from_user.group(1) if from_user else "", cseq[1] if len(cseq) > 1 else "",
+                           logged_at(stamp)))
     return out
 
 
@@ -248,8 +261,8 @@ class Run:
     node: Node | None = None
     callers: Callers | None = None
 
-    def start(self, queue: str, *, acd: str = "") -> Node:
-        self.node = Node.start(self.tmp / "node", queue_config(self.agents, queue, acd=acd))
+    def start(self, queue: str, *, acd: str = "", node: str = "") -> Node:
+        self.node = Node.start(self.tmp / "node", queue_config(self.agents, queue, acd=acd, node=node))
         self.callers = Callers(self.sipp, self.tmp / "callers", self.node)
         for a in self.agents:
             a.register(self.node)
@@ -552,3 +565,25 @@ def test_the_call_record_names_the_queue_and_the_agent(run, sipp, tmp_path):
     assert (segment.queue, segment.outcome, segment.agents_offered, segment.answered_by) == (
         "sales", QueueOutcome.ANSWERED, ("a1", "a2"), "a2")
     assert rec.agent == "a2"
+
+
+
+def test_the_agents_invite_does_not_wait_for_the_commit_that_holds_the_callers_answer(run, sipp, tmp_path):
+    """The node answers a queued caller itself and holds that 200 until the call's journal entry is
+    committed; the offer to the agent, made in the same step, goes out at once, so the agent's phone
+    rings while the caller's 200 is held (a queued call's setup does not wait for the disk). A
+    commit delay of 0.5 s ([node] commit_delay) makes the order plain in the two SIPps' logs."""
+    agents = phones(sipp, tmp_path, 1)
+    r = run(agents)
+    r.start(f'strategy = "linear"\n{tiers(agents)}', node="commit_delay = 0.5")
+    agents[0].start("uas_agent_answer.xml", talk_ms=100)
+    assert r.callers.finish(r.callers.call("5550101")) == 0, r.context()
+    (invite,) = agents[0].received("INVITE")
+    (caller_log,) = (tmp_path / "callers").glob("caller-*-messages.log")
+    (answer,) = [m for m in logged_messages(caller_log)
+                 if m.received and m.start.startswith("SIP/2.0 200") and m.cseq_method == "INVITE"]
+    # The 200 waited for the commit (about 0.5 s); the INVITE, sent in the same step, did not.
+    assert answer.at - invite.at > 0.25, "the agent's INVITE waited for the commit of the caller's answer"
+    r.node.assert_clean_exit()
+    (rec,) = read_records(r.node.data_dir)
+    assert rec.agent == "a1" and rec.answered is not None
