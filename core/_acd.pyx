@@ -1094,10 +1094,11 @@ cdef class AutomaticCallDistributor:
         record, the member table's slot, the agent a new caller most likely goes to; then the
         agent's tier entries; then the heads of the member heaps a freed agent is matched
         against; then the member it will be offered with its heap's last key and, one level a
-        round, the path down that member's heap that taking it out will walk. The loads of one round do not depend on each
-        other, so their cache misses overlap, instead of each event waiting for its own misses
-        one after the other. (Prefetch instructions would say the same more politely, but on
-        the machines measured they were not acted on; loads are.) Nothing is written."""
+        round, the path down that member's heap that taking it out will walk. The loads of one
+        round do not depend on each other, so their cache misses overlap, instead of each event
+        waiting for its own misses one after the other. (Prefetch instructions would say the
+        same more politely, but on the machines measured they were not acted on; loads are.)
+        Nothing is written."""
         cdef long long r[RECORD_WORDS_]
         cdef MemberHeap *heap[WARM_GROUP]   # the heap a freed agent's member will leave
         cdef int node[WARM_GROUP]           # how far down that heap's pop path the rounds are
