@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sipp_node  # noqa: E402
-from sipp_node import cpu_seconds, free_port, last_counts, start_node  # noqa: E402
+from sipp_node import cpu_seconds, free_port, last_counts, start_node, stop  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
@@ -165,16 +165,6 @@ def sipp_cmd(sipp: str, scenario: str, host: str, port: int, workdir: Path, name
             *args]
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def run_one(n: int, args, sipp: str, generator: Path, workdir: Path) -> dict:
     """One count of calls through a fresh node; the figures as a dict."""
     workdir.mkdir()
@@ -254,7 +244,7 @@ def run_one(n: int, args, sipp: str, generator: Path, workdir: Path) -> dict:
         if gen is not None and gen.poll() is None:
             gen.kill()
         for p in procs:
-            stop(p)
+            stop(p, signal.SIGINT, 10)
         stop(node, signal.SIGTERM, 30)
     export = subprocess.run([sys.executable, "-m", "bindings.cli", "cdr", "export", "--data",
                              str(workdir / "data"), "--format", "jsonl"],
