@@ -168,16 +168,17 @@ class Dialler:
 
     def _agents(self, run: _Run, now: float) -> None:
         for agent in run.agents:
-            state = self._agent_state(agent, now)
+            state = self._agent_state(agent, self._phone(agent, now), now)
             if run.known.get(agent) != state:
                 run.known[agent] = state
                 event = {"free": pacing.AgentFree, "busy": pacing.AgentBusy, "gone": pacing.AgentLoggedOut}[state]
                 run.pacer.handle(event(agent), now)
 
-    def _agent_state(self, agent: str, now: float) -> str:
-        """"free", "busy" or "gone", as the ACD and the registrar see the agent now."""
+    def _agent_state(self, agent: str, phone: str | None, now: float) -> str:
+        """"free", "busy" or "gone", as the ACD sees the agent now and given the agent's registered
+        ``phone`` (``_phone``)."""
         stats = self.calls.acd.agent_stats(agent, now)
-        if stats.status == acd_model.LOGGED_OUT or self._phone(agent, now) is None:
+        if stats.status == acd_model.LOGGED_OUT or phone is None:
             # No phone registered: the ACD cannot ring the agent (its "free agent" needs one), so
             # a call dialled for them would wait and be abandoned.
             return "gone"
@@ -196,14 +197,17 @@ class Dialler:
     # -- preview mode ---------------------------------------------------------------------------------
     def _show_previews(self, run: _Run, now: float) -> None:
         for agent in run.agents:
-            if agent in self.previewing or self._agent_state(agent, now) != "free":
+            if agent in self.previewing:
+                continue
+            phone = self._phone(agent, now)
+            if self._agent_state(agent, phone, now) != "free":
                 continue
             shown = run.campaign.preview(agent, now)
             if shown is None:
                 return  # nobody is due
             contact = shown.contact
             call_id = self.calls.originate(
-                contact.phone, now, user=self._phone(agent, now), target=None, caller_id=run.config.caller_id,
+                contact.phone, now, user=phone, target=None, caller_id=run.config.caller_id,
                 display=f"{contact.name} {contact.phone}".strip(), agent=agent,
                 ring_timeout=self.config.queue(run.config.queue).ring_timeout, campaign_id=run.config.name,
                 contact_id=contact.id)
