@@ -361,12 +361,13 @@ class Node:
         if durable and datagrams:
             # A new INVITE (a queue's offer to an agent in the step that answered the caller)
             # tells nobody of an answer or a hang-up: it leaves now, not a commit later.
-            invites = [d for d in datagrams if _new_invite(d[0])]
+            invites, held = [], []
+            for d in datagrams:
+                (invites if _new_invite(d[0]) else held).append(d)
             if invites:
                 self._send(invites)
-                datagrams = [d for d in datagrams if not _new_invite(d[0])]
-            if datagrams:
-                self._hold(durable, datagrams)
+            if held:
+                self._hold(durable, held)
         elif datagrams:
             self._send(datagrams)
 
