@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from typing import NamedTuple, Sequence
 
 from core.config import Route, Trunk, parse_host_port
@@ -25,8 +26,12 @@ __all__ = ["Router", "RouteMatch", "TrunkSources", "dialled_number", "normalise"
 # RFC 3966 §3 visual-separator, found in numbers as people type them.
 _VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
 _PHONE_NUMBER = re.compile(r"^\+?[0-9][0-9*#().-]*$")
+# Answers remembered per question: a call centre's calls come to the same few numbers, and what a
+# number means depends on the config only. Bounded, for a node that dials out to every number once.
+_REMEMBERED = 4096
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def dialled_number(request_uri: str) -> str:
     """The number a call is for: the user part of a ``sip:``/``sips:`` Request-URI (escapes undone,
     RFC 3261 §19.1.2), or the number of a ``tel:`` one; visual separators removed where it is a
@@ -65,13 +70,24 @@ class Router:
     def __init__(self, routes: Sequence[Route]):
         self._routes = [(route, re.compile(route.pattern) if route.match == "regex" else None)
                         for route in routes]
+        self._matches: dict[tuple[str, str | None], RouteMatch | None] = {}  # see lookup
 
     def __len__(self) -> int:
         return len(self._routes)
 
     def lookup(self, number: str, source: str | None = None) -> RouteMatch | None:
         """The first route for ``number`` from ``source`` (a trunk name, "users" or None for
-        anyone else), or None: the caller gets 404."""
+        anyone else), or None: the caller gets 404. Remembered per (number, source)."""
+        key = (number, source)
+        matches = self._matches
+        match = matches.get(key, matches)
+        if match is matches:
+            if len(matches) >= _REMEMBERED:
+                matches.clear()
+            match = matches[key] = self._first_match(number, source)
+        return match
+
+    def _first_match(self, number: str, source: str | None) -> RouteMatch | None:
         for route, regex in self._routes:
             if route.source is not None and route.source != source:
                 continue
