@@ -488,9 +488,12 @@ class B2BUA:
         self._trunk_of_host: dict = {}  # source host -> its trunk or None (see _trunk_from)
         # Where each trunk's calls go (parsed once), and our host as From and Contact name it.
         self._trunk_hops = {t.name: parse_host_port(t.address) for t in config.trunks}
+        # The codec names (lower case) a call may use, by its outbound trunk (None: the node's list).
+        media = config.media
+        self._supported = {t.name: frozenset(c.lower() for c in t.codecs or media.codecs) for t in config.trunks}
+        self._supported[None] = frozenset(c.lower() for c in media.codecs)
         local = sessions.local.host
         self._from_host = f"[{local}]" if ":" in local else local
-        media = config.media
         self.address = media.address
         self.ports = ports or PortAllocator(media.rtp_port_min, media.rtp_port_max)
         self.calls: dict[str, Call] = {}  # live calls by leg A's Call-ID
@@ -587,13 +590,15 @@ class B2BUA:
 
     # -- session events ---------------------------------------------------------------------------
     def _session_event(self, event: Any, now: float) -> None:
-        if isinstance(event, IncomingCall):
+        # Dispatch on the event's exact type (the session layer's events are final dataclasses).
+        kind = type(event)
+        if kind is IncomingCall:
             self._incoming(event.session, event.msg, now)
             return
         session = event.session
         call = self._by_session.get(session)
         if call is None:
-            if isinstance(event, InDialogRequest):
+            if kind is InDialogRequest:
                 self._reply(event.tx, event.msg, 481, now)
             return
         if call.state == ENDED:
@@ -601,13 +606,13 @@ class B2BUA:
             # BYEd by the session itself): nothing to relay.
             if session.state == TERMINATED:
                 self._by_session.pop(session, None)
-            if isinstance(event, InDialogRequest):
+            if kind is InDialogRequest:
                 self._reply(event.tx, event.msg, 481, now)
             return
         if call.transfer is not None and self._transfer_event(call, session, event, now):
             return
         if call.detached and any(leg.session is session for leg in call.detached):
-            if isinstance(event, InDialogRequest):
+            if kind is InDialogRequest:
                 self._reply(event.tx, event.msg, 481, now)
             return
         is_a = call.a is not None and session is call.a.session
@@ -617,17 +622,11 @@ class B2BUA:
         if call.hosted:
             self._hosted_event(call, session, is_a, event, now)
             return
-        if isinstance(event, InDialogRequest) and event.msg.method == "REFER":
-            self._refer(call, call.a if is_a else call.b, event, now)
-            return
-        if is_a and isinstance(event, InDialogRequest) and event.msg.method == "INFO":
-            self._info(call, event, now)
-            return
-        if isinstance(event, ProvisionalReceived):
+        if kind is ProvisionalReceived:
             self._provisional(call, event.msg, now)
-        elif isinstance(event, CallAnswered):
+        elif kind is CallAnswered:
             self._answered(call, event.msg, now)
-        elif isinstance(event, CallConfirmed):
+        elif kind is CallConfirmed:
             if is_a and call.state == ANSWERED:
                 call.state = CONFIRMED_CALL
                 if call.a.remote is None and event.msg is not None and event.msg.body:
@@ -637,25 +636,31 @@ class B2BUA:
                     except ProtocolError:
                         pass
                     self._bridge(call)
-        elif isinstance(event, CallFailed):
-            self._b_failed(call, event.status, now)
-        elif isinstance(event, CallCancelled):
-            self._cancelled(call, now)
-        elif isinstance(event, CallEnded):
+        elif kind is CallEnded:
             other = call.b if is_a else call.a
             by = (CALLER if is_a else CALLEE) if event.reason == "BYE" else SWITCH
             if other is not None and other.session is not None:
                 other.session.bye(now)
             self._finish(call, now, ANSWERED_D, 200, by)
-        elif isinstance(event, ReinviteReceived):
+        elif kind is CallFailed:
+            self._b_failed(call, event.status, now)
+        elif kind is CallCancelled:
+            self._cancelled(call, now)
+        elif kind is ReinviteReceived:
             self._reinvite(call, call.a if is_a else call.b, event.msg, now)
-        elif isinstance(event, ReinviteAnswered):
+        elif kind is ReinviteAnswered:
             self._reinvite_answered(call, call.a if is_a else call.b, event.status, event.msg, now)
-        elif isinstance(event, ReinviteConfirmed):
+        elif kind is ReinviteConfirmed:
             pass
-        elif isinstance(event, InDialogRequest):
-            # INFO, UPDATE, ...: not relayed yet (RFC 3261 §8.2.1 names what we serve).
-            self._reply(event.tx, event.msg, 501, now)
+        elif kind is InDialogRequest:
+            method = event.msg.method
+            if method == "REFER":
+                self._refer(call, call.a if is_a else call.b, event, now)
+            elif method == "INFO" and is_a:
+                self._info(call, event, now)
+            else:
+                # INFO, UPDATE, ...: not relayed yet (RFC 3261 §8.2.1 names what we serve).
+                self._reply(event.tx, event.msg, 501, now)
 
     # -- a new call -------------------------------------------------------------------------------
     def _incoming(self, a: InviteSession, msg: Any, now: float) -> None:
@@ -710,7 +715,7 @@ class B2BUA:
                 return
         codecs = (trunk_out.codecs if trunk_out is not None and trunk_out.codecs
                   else self.config.media.codecs)
-        call.supported = {c.lower() for c in codecs}
+        call.supported = self._supported[trunk_out.name if trunk_out is not None else None]
         if match.kind in ("ivr", "queue"):
             call.trunks = [t.name for t in trunks]
             self._host(call, msg, now, match.route.target)
