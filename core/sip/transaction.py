@@ -19,7 +19,8 @@ transaction: a response of a class arriving (``PROVISIONAL``, ``SUCCESS``, ``FAI
 retransmitted request or an ACK arriving, the TU sending a response, a timer firing (inputs are
 named after the RFC's timers: ``"Timer A"`` ...), the transport failing. An action is the name of a
 method; entering a state runs its ``ON_ENTER`` method (which starts and stops timers), so a state's
-timers are set in one place whatever the way in. An input with no entry for the current state is a
+timers are set in one place whatever the way in. Each class resolves its two tables to functions
+once, when it is defined (``_table``). An input with no entry for the current state is a
 protocol error: ``RemoteProtocolError`` for something the peer sent (the layer drops that message:
 a response cannot be answered), ``LocalProtocolError`` for something the TU asked (raised to it,
 e.g. a second final response).
@@ -177,15 +178,27 @@ class Transaction:
 
     TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {}
     ON_ENTER: dict[str, str] = {}
+    INITIAL: str = ""  # the state a new transaction starts in
     # The kind of a method asked for when the TU sends something the table refuses.
     is_server = False
+    # An INVITE machine tells a 2xx from other final responses; a non-INVITE one does not (FINAL).
+    is_invite = True
+    # TRANSITIONS and ON_ENTER with the method names resolved, made once per class:
+    # (state, input) -> (action function, next state, that state's ON_ENTER function or None).
+    _table: dict[tuple[str, str], tuple[Any, str, Any]] = {}
 
-    def __init__(self, layer: "TransactionLayer", key: tuple, msg: Any, peer: Peer, state: str):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        enter = {state: getattr(cls, name) for state, name in cls.ON_ENTER.items()}
+        cls._table = {key: (getattr(cls, action), next_state, enter.get(next_state))
+                      for key, (action, next_state) in cls.TRANSITIONS.items()}
+
+    def __init__(self, layer: "TransactionLayer", key: tuple, msg: Any, peer: Peer):
         self.layer = layer
         self.key = key
         self.msg = msg  # the request that created the transaction (see ServerTransaction)
         self.peer = peer  # where this transaction sends (the request's peer / the response address)
-        self.state = state
+        self.state = self.INITIAL
         self._retransmit = None
         self._timeout = None
         self._interval = 0.0
@@ -201,19 +214,18 @@ class Transaction:
 
     # The table walk -----------------------------------------------------------------------------
     def _input(self, event: str, now: float, data: Any = None, local: bool = False) -> None:
-        entry = self.TRANSITIONS.get((self.state, event))
+        entry = self._table.get((self.state, event))
         if entry is None:
             what = f"{type(self).__name__} in state {self.state} cannot take '{event}'"
             if local:
                 raise LocalProtocolError(what, 500)
             raise RemoteProtocolError(what, 400)
-        action, next_state = entry
-        getattr(self, action)(now, data)
+        action, next_state, enter = entry
+        action(self, now, data)
         if next_state is not self.state:
             self.state = next_state
-            hook = self.ON_ENTER.get(next_state)
-            if hook is not None:
-                getattr(self, hook)(now)
+            if enter is not None:
+                enter(self, now)
 
     def on_timer(self, name: str, now: float) -> None:
         if name in _RETRANSMIT_TIMERS:
@@ -268,8 +280,8 @@ class ClientTransaction(Transaction):
 
     __slots__ = ("request",)
 
-    def __init__(self, layer, key, msg, peer, state, request: bytes):
-        super().__init__(layer, key, msg, peer, state)
+    def __init__(self, layer, key, msg, peer, request: bytes):
+        super().__init__(layer, key, msg, peer)
         self.request = request
 
     def pass_up(self, now: float, response: Any) -> None:
@@ -281,6 +293,7 @@ class ClientInviteTransaction(ClientTransaction):
 
     __slots__ = ("ack",)
 
+    INITIAL = CALLING
     TRANSITIONS = {
         (CALLING, TIMER_A): ("retransmit_request", CALLING),
         (CALLING, TIMER_B): ("time_out", TERMINATED),
@@ -312,7 +325,7 @@ class ClientInviteTransaction(ClientTransaction):
     }
 
     def __init__(self, layer, key, msg, peer, request):
-        super().__init__(layer, key, msg, peer, CALLING, request)
+        super().__init__(layer, key, msg, peer, request)
         self.ack: bytes | None = None
 
     def _start(self, now: float) -> None:
@@ -366,6 +379,8 @@ class ClientNonInviteTransaction(ClientTransaction):
 
     __slots__ = ()
 
+    INITIAL = TRYING
+    is_invite = False
     TRANSITIONS = {
         (TRYING, TIMER_E): ("retransmit_request", TRYING),
         (TRYING, TIMER_F): ("time_out", TERMINATED),
@@ -384,9 +399,6 @@ class ClientNonInviteTransaction(ClientTransaction):
         (COMPLETED, TRANSPORT_ERROR): ("none", TERMINATED),
     }
     ON_ENTER = {COMPLETED: "_enter_completed", TERMINATED: "_terminate"}
-
-    def __init__(self, layer, key, msg, peer, request):
-        super().__init__(layer, key, msg, peer, TRYING, request)
 
     def _start(self, now: float) -> None:
         t = self.layer.timers
@@ -415,14 +427,17 @@ class ServerTransaction(Transaction):
     else a transaction holds, and 100,000 of them wait out Timer J at a few thousand requests a
     second. The TU has the request in its ``RequestReceived`` event."""
 
-    __slots__ = ("last_response", "_local_tag")
+    __slots__ = ("last_response", "_local_tag", "_via_stamp")
 
     is_server = True
 
-    def __init__(self, layer, key, msg, peer, state):
-        super().__init__(layer, key, msg, peer, state)
+    def __init__(self, layer, key, msg, peer):
+        super().__init__(layer, key, msg, peer)
         self.last_response: bytes | None = None
         self._local_tag: str | None = None
+        # via_stamp of the request, worked out on the first response and kept until the final one
+        # (_NO_STAMP when the Via needs none): an INVITE's 100, 18x and 2xx share it.
+        self._via_stamp: tuple[bytes, bytes] | None = None
 
     @property
     def local_tag(self) -> str:
@@ -449,6 +464,7 @@ class ServerInviteTransaction(ServerTransaction):
 
     __slots__ = ()
 
+    INITIAL = PROCEEDING
     TRANSITIONS = {
         # §17.2.1: a retransmitted INVITE gets the latest provisional response again.
         (PROCEEDING, REQUEST): ("resend_response", PROCEEDING),
@@ -479,9 +495,6 @@ class ServerInviteTransaction(ServerTransaction):
         TERMINATED: "_terminate",
     }
 
-    def __init__(self, layer, key, msg, peer):
-        super().__init__(layer, key, msg, peer, PROCEEDING)
-
     def retransmit_response(self, now: float, data: Any) -> None:
         self.layer._out.append((self.last_response, self.peer))
         # §17.2.1: Timer G doubles up to T2.
@@ -510,6 +523,8 @@ class ServerNonInviteTransaction(ServerTransaction):
 
     __slots__ = ()
 
+    INITIAL = TRYING
+    is_invite = False
     TRANSITIONS = {
         # §17.2.2: in Trying a retransmission is discarded (nothing to resend yet).
         (TRYING, REQUEST): ("absorb", TRYING),
@@ -524,9 +539,6 @@ class ServerNonInviteTransaction(ServerTransaction):
         (COMPLETED, TRANSPORT_ERROR): ("report_transport_error", TERMINATED),
     }
     ON_ENTER = {COMPLETED: "_enter_completed", TERMINATED: "_terminate"}
-
-    def __init__(self, layer, key, msg, peer):
-        super().__init__(layer, key, msg, peer, TRYING)
 
     def _enter_completed(self, now: float) -> None:
         self._release_request()
@@ -548,13 +560,13 @@ def server_key(msg: Any) -> tuple | None:
     method = intern(msg.method)
     if method == "ACK":
         method = "INVITE"
-    vias = msg.vias
-    if not vias:
-        return None
-    branch = msg.branch
+    branch = msg.branch  # a branch comes from the top Via, so there is one
     if branch is not None and branch.startswith(MAGIC_COOKIE):
         via = msg.top_via
         return (branch, intern(via.host.lower()), via.port or 5060, method)
+    vias = msg.vias
+    if not vias:
+        return None
     return (None, msg.uri, msg.from_tag, msg.call_id, msg.cseq, method, vias[0])
 
 
@@ -583,8 +595,9 @@ def via_stamp(msg: Any, peer: Peer) -> tuple[bytes, bytes] | None:
     §18.2.1: add ``received`` when the sent-by host is not the packet's source address; RFC 3581 §4:
     when ``rport`` is present (empty), add ``received`` always and fill in ``rport`` with the source
     port. ``peer`` may be the packet's source or the response address ``response_peer`` made of it:
-    they share the host, and the port is the source's whenever ``rport`` asks for it. So it is
-    worked out again for each response rather than kept: 250 bytes a transaction saved.
+    they share the host, and the port is the source's whenever ``rport`` asks for it. A server
+    transaction keeps it only until its final response: 250 bytes a transaction saved while it
+    waits out Timers J, L or H.
     """
     via = msg.top_via
     params = via.params
@@ -663,7 +676,7 @@ class TransactionLayer:
         key = (branch, method)
         if key in self._client:
             raise LocalProtocolError(f"branch {branch} is already used by a {method} transaction", 500)
-        if len(self) >= self.max_transactions:
+        if len(self._server) + len(self._client) >= self.max_transactions:
             self.overloaded += 1
             raise LocalProtocolError("too many transactions", 503)
         cls = ClientInviteTransaction if method == "INVITE" else ClientNonInviteTransaction
@@ -683,12 +696,16 @@ class TransactionLayer:
         room for it (a second final response, anything after Terminated)."""
         request = server_tx.msg
         if request is not None:  # None once Completed, where the table refuses any response
-            stamp = via_stamp(request, server_tx.peer)
-            if stamp is not None:
+            stamp = server_tx._via_stamp
+            if stamp is None:
+                stamp = server_tx._via_stamp = via_stamp(request, server_tx.peer) or _NO_STAMP
+            if stamp is not _NO_STAMP:
                 response_bytes = _stamp(response_bytes, stamp)
         if status < 200:
-            event = TU_PROVISIONAL
-        elif isinstance(server_tx, ServerNonInviteTransaction):
+            server_tx._input(TU_PROVISIONAL, now, response_bytes, local=True)
+            return
+        server_tx._via_stamp = None
+        if not server_tx.is_invite:
             event = TU_FINAL
         else:
             event = TU_SUCCESS if status < 300 else TU_FAILURE
@@ -744,7 +761,7 @@ class TransactionLayer:
         if method == "ACK":
             self._events.append(AckReceived(msg, peer))
             return
-        if len(self) >= self.max_transactions:
+        if len(self._server) + len(self._client) >= self.max_transactions:
             # Over the limit: answer 503 and keep no state (RFC 3261 §21.5.4).
             self.overloaded += 1
             reply = build_response(msg, 503, to_tag=msg.to_tag or new_tag(),
@@ -785,7 +802,7 @@ class TransactionLayer:
         status = msg.status
         if status < 200:
             event = PROVISIONAL
-        elif isinstance(tx, ClientNonInviteTransaction):
+        elif not tx.is_invite:
             event = FINAL
         else:
             event = SUCCESS if status < 300 else FAILURE
@@ -795,6 +812,9 @@ class TransactionLayer:
         table = self._server if tx.is_server else self._client
         if table.get(tx.key) is tx:
             del table[tx.key]
+
+
+_NO_STAMP = (b"", b"")  # a ServerTransaction's _via_stamp when its request's Via needs no stamp
 
 
 def _stamp(response: bytes, stamp: tuple[bytes, bytes]) -> bytes:
