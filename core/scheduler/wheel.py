@@ -71,19 +71,23 @@ class TimerWheel:
         """Arrange for ``item`` to come out of ``pop_due`` once ``now >= deadline``."""
         handle = TimerHandle(deadline, item)
         self._live += 1
-        # The usual case inline (a call schedules a dozen timers): a tick in the wheel's two rounds,
-        # into a slot that already holds an earlier timer. Anything else goes through ``_place``.
+        # The usual case inline (a call schedules a dozen timers): a tick in the wheel's two rounds.
+        # Anything else (the wheel not started, a deadline past or beyond) goes through ``_place``.
         cursor = self._cursor
         if cursor is not None:
             tick = math.floor(deadline / self.tick)
             if tick >= cursor and tick // self._round_ticks <= cursor // self._round_ticks + 1:
                 index = tick & self._mask
                 slot = self._slots[index]
-                if slot:
+                if not slot:
+                    heapq.heappush(self._occupied, tick)
+                    self._slot_min[index] = handle
+                else:
                     first = self._slot_min[index]
-                    if first is not None and first.deadline <= deadline:
-                        slot.append(handle)
-                        return handle
+                    if first is None or deadline < first.deadline:
+                        self._slot_min[index] = handle
+                slot.append(handle)
+                return handle
         self._place(handle)
         return handle
 
