@@ -13,6 +13,8 @@ ticks. The wheel (``slots`` buckets) holds the timers of the current round and t
 timer further out waits in an overflow bucket keyed by its round and moves into the wheel, once,
 when the wheel reaches the round before it. Non-empty ticks are kept in a small heap (at most
 ``slots`` entries), which is what makes ``next_deadline`` cheap without walking empty slots.
+The default 8,192 slots of 10 ms make rounds of 40.96 s, so the 64*T1 timers of RFC 3261 (32 s:
+B, F, H, L, M, the 2xx give-up) go straight into their slot, not through the overflow.
 
 Cancel is lazy: the handle is marked dead and dropped when its slot is next visited. The wheel is
 sans-IO like the rest of ``core``: it never reads a clock; ``now`` is always an argument.
@@ -43,7 +45,7 @@ class TimerWheel:
     """Hashed timing wheel: ``schedule(deadline, item) -> handle``, ``cancel(handle)``,
     ``next_deadline()``, ``pop_due(now) -> [item, ...]`` (in deadline order)."""
 
-    def __init__(self, tick: float = 0.01, slots: int = 4096):
+    def __init__(self, tick: float = 0.01, slots: int = 8192):
         if tick <= 0:
             raise ValueError("tick must be positive")
         if slots < 2 or slots & (slots - 1):
