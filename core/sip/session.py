@@ -579,51 +579,67 @@ class SessionLayer:
     def handle_event(self, event: Any, now: float) -> bool:
         """Take a transaction-layer event; False when it is none of the sessions' business (an
         OPTIONS, a REGISTER, a response to someone else's request ...)."""
-        if type(event) is TransactionTerminated:  # the most frequent: four a call
-            return self._by_tx.pop(event.tx, None) is not None
-        if isinstance(event, RequestReceived):
-            return self._request(event.tx, event.msg, event.peer, now)
-        if isinstance(event, ResponseReceived):
-            return self._response(event.tx, event.msg, now)
-        if isinstance(event, AckReceived):
-            msg = event.msg
-            session = self._dialogs.get((msg.call_id, msg.to_tag, msg.from_tag))
-            if session is None:
-                return False
-            session._ack_received(msg, now)
-            return True
-        if isinstance(event, CancelReceived):
-            entry = self._by_tx.get(event.invite_tx)
-            if entry is None:
-                return False
-            session = entry[0]
-            if entry[1] == "invite" and session.state in (INCOMING, EARLY):
-                # §9.2: the INVITE gets 487 once its CANCEL was answered 200.
-                data = build_response(session.invite, 487, to_tag=session.local_tag)
-                self.transactions.send_response(session.invite_tx, data, 487, now)
-                session.final_status = 487
-                session._end()
-                self._events.append(CallCancelled(session, event.msg))
-            return True
-        if isinstance(event, (TransactionTimedOut, TransportError)):
-            entry = self._by_tx.get(event.tx)
-            if entry is None:
-                return False
-            session, kind = entry
-            status = 408 if isinstance(event, TransactionTimedOut) else 503
-            if kind == "invite" and session.role == UAC and session.state in (CALLING, EARLY):
-                session.final_status = status
-                session._end()
-                self._events.append(CallFailed(session, status, None))
-            elif kind == "reinvite":
-                session._reinvite_out = None
-                self._events.append(ReinviteAnswered(session, status, None))
-                if session.state == CONFIRMED:
-                    session._send_bye(now)
-            return True
-        if isinstance(event, TransactionTerminated):
-            return self._by_tx.pop(event.tx, None) is not None
-        return False
+        handler = self._EVENT_HANDLERS.get(type(event))
+        return handler(self, event, now) if handler is not None else False
+
+    def _on_terminated(self, event: TransactionTerminated, now: float) -> bool:
+        return self._by_tx.pop(event.tx, None) is not None
+
+    def _on_request(self, event: RequestReceived, now: float) -> bool:
+        return self._request(event.tx, event.msg, event.peer, now)
+
+    def _on_response(self, event: ResponseReceived, now: float) -> bool:
+        return self._response(event.tx, event.msg, now)
+
+    def _on_ack(self, event: AckReceived, now: float) -> bool:
+        msg = event.msg
+        session = self._dialogs.get((msg.call_id, msg.to_tag, msg.from_tag))
+        if session is None:
+            return False
+        session._ack_received(msg, now)
+        return True
+
+    def _on_cancel(self, event: CancelReceived, now: float) -> bool:
+        entry = self._by_tx.get(event.invite_tx)
+        if entry is None:
+            return False
+        session = entry[0]
+        if entry[1] == "invite" and session.state in (INCOMING, EARLY):
+            # §9.2: the INVITE gets 487 once its CANCEL was answered 200.
+            data = build_response(session.invite, 487, to_tag=session.local_tag)
+            self.transactions.send_response(session.invite_tx, data, 487, now)
+            session.final_status = 487
+            session._end()
+            self._events.append(CallCancelled(session, event.msg))
+        return True
+
+    def _on_failure(self, event: TransactionTimedOut | TransportError, now: float) -> bool:
+        entry = self._by_tx.get(event.tx)
+        if entry is None:
+            return False
+        session, kind = entry
+        status = 408 if type(event) is TransactionTimedOut else 503
+        if kind == "invite" and session.role == UAC and session.state in (CALLING, EARLY):
+            session.final_status = status
+            session._end()
+            self._events.append(CallFailed(session, status, None))
+        elif kind == "reinvite":
+            session._reinvite_out = None
+            self._events.append(ReinviteAnswered(session, status, None))
+            if session.state == CONFIRMED:
+                session._send_bye(now)
+        return True
+
+    # The transaction layer's events by their type: four a call are TransactionTerminated.
+    _EVENT_HANDLERS = {
+        TransactionTerminated: _on_terminated,
+        RequestReceived: _on_request,
+        ResponseReceived: _on_response,
+        AckReceived: _on_ack,
+        CancelReceived: _on_cancel,
+        TransactionTimedOut: _on_failure,
+        TransportError: _on_failure,
+    }
 
     def _request(self, tx: ServerTransaction, msg: Any, peer: Peer, now: float) -> bool:
         method = msg.method
