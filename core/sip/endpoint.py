@@ -42,6 +42,11 @@ IN_DIALOG_ONLY = ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER")
 HOUSEKEEPING_INTERVAL = 1.0
 
 
+def _media_type(content_type: str | None) -> str:
+    """"application/SDP; charset=x" -> "application/sdp" (types compare case-insensitively)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 def _malformed_reply_peer(reply: bytes, peer: Peer) -> Peer:
     # reply_for_malformed writes the request's Via lines, as received, right after the status line.
     start = reply.find(b"\r\nVia: ") + 7
@@ -169,8 +174,8 @@ class Endpoint:
         if self.draining and not in_dialog:  # a BYE still ends a call while the node drains
             self._refuse_draining(tx, msg, now)
             return
-        scheme = msg.uri.split(":", 1)[0].lower() if ":" in msg.uri else ""
-        if scheme not in URI_SCHEMES:
+        scheme, colon, _ = msg.uri.partition(":")
+        if not colon or scheme.lower() not in URI_SCHEMES:
             # §8.2.2.1: a scheme we do not understand gets 416.
             self._respond(tx, msg, 416, "Unsupported URI Scheme", (), now)
             return
@@ -190,8 +195,7 @@ class Endpoint:
             reply = self.registrar.handle_register(msg, peer, now)
             self._respond(tx, msg, reply.status, reply.reason, reply.headers, now)
         elif method == "INVITE":
-            content_type = (msg.header("Content-Type") or "").split(";", 1)[0].strip().lower()
-            if msg.body and content_type != ACCEPT:
+            if msg.body and _media_type(msg.header("Content-Type")) != ACCEPT:
                 # §8.2.3: a body we cannot read gets 415 with what we accept.
                 self._respond(tx, msg, 415, "Unsupported Media Type", [("Accept", ACCEPT)], now)
             elif msg.to_tag:
