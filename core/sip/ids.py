@@ -14,7 +14,7 @@ __all__ = ["random_bytes", "random_hex", "random_below_2_31"]
 
 _POOL_SIZE = 4096
 _pool = b""
-_pos = 0
+_pos = _POOL_SIZE  # where the unused bytes of _pool start; _POOL_SIZE when it is spent (or empty)
 
 
 def random_bytes(n: int) -> bytes:
@@ -22,7 +22,7 @@ def random_bytes(n: int) -> bytes:
     global _pool, _pos
     pos = _pos
     end = pos + n
-    if end > len(_pool):
+    if end > _POOL_SIZE:
         _pool = os.urandom(_POOL_SIZE)
         pos, end = 0, n
     _pos = end
@@ -41,7 +41,7 @@ def random_below_2_31() -> int:
 
 def _forget_pool() -> None:
     global _pool, _pos
-    _pool, _pos = b"", 0
+    _pool, _pos = b"", _POOL_SIZE
 
 
 if hasattr(os, "register_at_fork"):
