@@ -518,11 +518,12 @@ def _parse_connection(value: str) -> Connection:
 
 def _parse_port(text: str, line: str) -> tuple[int, int | None]:
     port_text, slash, count_text = text.partition("/")
-    if not port_text or not set(port_text) <= _DIGITS or len(port_text) > 5 or int(port_text) > 65535:
+    # isascii() as well: str.isdigit() also takes other scripts' digits.
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 or int(port_text) > 65535:
         raise _bad(f"SDP m= port {port_text!r} is not a number from 0 to 65535 in {line!r}")
     count = None
     if slash:
-        if not count_text or not set(count_text) <= _DIGITS or len(count_text) > 5:
+        if not (count_text.isascii() and count_text.isdigit()) or len(count_text) > 5:
             raise _bad(f"SDP m= port count {count_text!r} is not a number in {line!r}")
         count = int(count_text)
     return int(port_text), count
@@ -561,44 +562,72 @@ def _check_attribute(name: str, value: str | None) -> None:
             raise _bad(f"SDP a=fmtp:{value} names no format")
 
 
+# The types a line after v= may have (RFC 4566 §5); ``_bad_line`` says why any other is refused.
+_LINE_TYPES = frozenset(_SESSION_RANK.keys() | _MEDIA_RANK.keys()) - {"v"}
+
+
+def _bad_line(number: int, line: str) -> RemoteProtocolError:
+    if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
+        return _bad(f"SDP line {number} is not <type>=<value>: {line[:40]!r}")
+    if line[0] == "v":
+        return _bad(f"SDP line {number} repeats v=")
+    # RFC 4566 §5: a parser "MUST completely ignore any session description that contains a type
+    # letter that it does not understand"; for an offer that means refusing it.
+    return _bad(f"SDP line {number}: unknown type {line[0]}=")
+
+
+def _split_lines(text: str) -> list[str]:
+    """The lines of ``text`` without their ends: CRLF, or a bare LF (RFC 4566 §5: "a parser SHOULD
+    accept" LF); a CR at the very end counts as one too."""
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1:  # some line ends in a bare LF
+        lines = text.split("\n")
+        lines[:-1] = [ln[:-1] if ln.endswith("\r") else ln for ln in lines[:-1]]
+    last = lines[-1]
+    if last in ("", "\r"):
+        lines.pop()
+    elif last.endswith("\r"):
+        lines[-1] = last[:-1]
+    return lines
+
+
 def parse_sdp(data: bytes) -> SessionDescription:
     """Parse a session description (RFC 4566 §5). Lines may end in CRLF or a bare LF (§5: "a
     parser SHOULD accept" LF). Raises ``RemoteProtocolError(reason, 400)`` when malformed."""
-    text = data.decode("utf-8", "surrogateescape")
-    raw_lines = text.split("\n")
-    if raw_lines and raw_lines[-1] in ("", "\r"):
-        raw_lines.pop()
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in raw_lines]
+    lines = _split_lines(data.decode("utf-8", "surrogateescape"))
     if not lines:
         raise _bad("SDP body is empty")
-    if not lines[0].startswith("v="):
-        raise _bad(f"SDP does not start with v= (first line {lines[0][:40]!r})")
     if lines[0] != "v=0":
+        if not lines[0].startswith("v="):
+            raise _bad(f"SDP does not start with v= (first line {lines[0][:40]!r})")
         raise _bad(f"SDP version {lines[0][2:]!r} is not 0")
 
-    sd = SessionDescription(version=0, name=None, other_lines=[])
-    sd.origin = None  # type: ignore[assignment]  # until the o= line: a missing one is an error
+    # The session level is gathered in locals and the description made at the end.
+    origin: Origin | None = None
+    name: str | None = None
+    connection: Connection | None = None
+    attributes: list[tuple[str, str | None]] = []
+    media: list[MediaDescription] = []
+    other_lines: list[tuple[str, str]] = []
     current: MediaDescription | None = None
+    section_attributes = attributes  # those of the section being read
     for number, line in enumerate(lines[1:], start=2):
-        if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
-            raise _bad(f"SDP line {number} is not <type>=<value>: {line[:40]!r}")
-        kind, value = line[0], line[2:]
-        if kind == "v":
-            raise _bad(f"SDP line {number} repeats v=")
-        if kind not in _SESSION_RANK and kind not in _MEDIA_RANK:
-            # RFC 4566 §5: a parser "MUST completely ignore any session description that contains a
-            # type letter that it does not understand"; for an offer that means refusing it.
-            raise _bad(f"SDP line {number}: unknown type {kind}=")
-        if kind == "m":
-            current = sd.add_media(_parse_media(value))
-        elif kind == "a":
-            name, colon, attr_value = value.partition(":")
-            if not name:
+        kind = line[:1]
+        if line[1:2] != "=" or kind not in _LINE_TYPES:
+            raise _bad_line(number, line)
+        value = line[2:]
+        if kind == "a":
+            attr_name, colon, attr_value = value.partition(":")
+            if not attr_name:
                 raise _bad(f"SDP line {number} has an attribute with no name: {line[:40]!r}")
             attr = attr_value if colon else None
-            if name in _CHECKED_ATTRIBUTES:
-                _check_attribute(name, attr)
-            (current if current is not None else sd).attributes.append((name, attr))
+            if attr_name in _CHECKED_ATTRIBUTES:
+                _check_attribute(attr_name, attr)
+            section_attributes.append((attr_name, attr))
+        elif kind == "m":
+            current = _parse_media(value)
+            media.append(current)
+            section_attributes = current.attributes
         elif current is not None:
             if kind == "c":
                 conn = _parse_connection(value)
@@ -611,30 +640,31 @@ def parse_sdp(data: bytes) -> SessionDescription:
             else:
                 raise _bad(f"SDP line {number}: {kind}= is not allowed in a media section")
         elif kind == "o":
-            if sd.origin is not None:
+            if origin is not None:
                 raise _bad(f"SDP line {number} repeats o=")
-            sd.origin = _parse_origin(value)
+            origin = _parse_origin(value)
         elif kind == "s":
-            if sd.name is not None:
+            if name is not None:
                 raise _bad(f"SDP line {number} repeats s=")
-            sd.name = value
+            name = value
         elif kind == "c":
-            if sd.connection is not None:
+            if connection is not None:
                 raise _bad(f"SDP line {number} repeats the session-level c=")
-            sd.connection = _parse_connection(value)
+            connection = _parse_connection(value)
         elif kind == "t":
             start, _, stop = value.partition(" ")
             if not (start.isdigit() and stop.isdigit()):
                 raise _bad(f"SDP t= line needs <start> <stop> times, got {value!r}")
-            sd.other_lines.append((kind, value))
+            other_lines.append((kind, value))
         else:
-            sd.other_lines.append((kind, value))
-    if sd.origin is None:
+            other_lines.append((kind, value))
+    if origin is None:
         raise _bad("SDP has no o= line")
-    for m in sd.media:
-        if m.effective_connection is None and m.port != 0:
-            raise _bad(f"SDP m={m.media} {m.port} has no c= line, at media or session level")
-    return sd
+    if connection is None:
+        for m in media:
+            if m.connection is None and m.port != 0:
+                raise _bad(f"SDP m={m.media} {m.port} has no c= line, at media or session level")
+    return SessionDescription(0, origin, name, connection, attributes, media, other_lines)
 
 
 # ------------------------------------------------------------------------------------------------
