@@ -21,6 +21,7 @@ raises ``OfferAnswerError`` (488, RFC 3264 §6 and RFC 3261 §13.3.1.1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, NamedTuple, Sequence
 
 from core.errors import RemoteProtocolError
@@ -255,26 +256,16 @@ class MediaDescription(_Attributes):
                 if value:
                     pt, _, encoding = value.partition(" ")
                     if pt not in rtpmap:
-                        rtpmap[pt] = encoding.strip()
+                        rtpmap[pt] = encoding
             elif key == "fmtp" and value:
                 pt, _, params = value.partition(" ")
                 if pt not in fmtp:
-                    fmtp[pt] = params.strip()
+                    fmtp[pt] = params
         result = []
         for fmt in self.formats:
-            if not fmt.isdigit():
-                continue
-            pt = int(fmt)
-            encoding = rtpmap.get(fmt)
-            if encoding is not None:
-                parts = encoding.split("/")
-                name, clock = parts[0], int(parts[1])
-                channels = int(parts[2]) if len(parts) > 2 and parts[2] else 1
-            elif pt in STATIC_PAYLOAD_TYPES:
-                name, clock, channels = STATIC_PAYLOAD_TYPES[pt]
-            else:
-                continue
-            result.append(Codec(pt, name, clock, channels, fmtp.get(fmt)))
+            codec = _codec(fmt, rtpmap.get(fmt), fmtp.get(fmt))
+            if codec is not None:
+                result.append(codec)
         return result
 
     @property
@@ -343,6 +334,24 @@ class MediaDescription(_Attributes):
             None if self.connection is None else Connection(*_conn_fields(self.connection)),
             list(self.attributes), list(self.other_lines), None,
         )
+
+
+@lru_cache(maxsize=1024)
+def _codec(fmt: str, encoding: str | None, fmtp: str | None) -> Codec | None:
+    """The codec of format ``fmt`` given its a=rtpmap encoding (None: none sent) and a=fmtp
+    parameters, or None when it has no name. Memoised: the same few codecs come in every call."""
+    if not fmt.isdigit():
+        return None
+    pt = int(fmt)
+    if encoding is not None:
+        parts = encoding.strip().split("/")
+        name, clock = parts[0], int(parts[1])
+        channels = int(parts[2]) if len(parts) > 2 and parts[2] else 1
+    elif pt in STATIC_PAYLOAD_TYPES:
+        name, clock, channels = STATIC_PAYLOAD_TYPES[pt]
+    else:
+        return None
+    return Codec(pt, name, clock, channels, None if fmtp is None else fmtp.strip())
 
 
 def _conn_fields(conn: Connection) -> tuple[str, str, str]:
@@ -770,8 +779,8 @@ def intersect_media(offered: MediaDescription, answered: MediaDescription) -> li
     by name, clock and channels, since the answer may renumber a dynamic type (RFC 4317 §2.3)."""
     if answered.port == 0 or offered.port == 0:
         return []
-    offer_codecs = offered.codecs()
-    return [c for c in answered.codecs() if any(c.same_format(o) for o in offer_codecs)]
+    offered_formats = {(o.name.lower(), o.clock, o.channels) for o in offered.codecs()}  # as same_format
+    return [c for c in answered.codecs() if (c.name.lower(), c.clock, c.channels) in offered_formats]
 
 
 def intersect(offer: SessionDescription, answer: SessionDescription) -> list[Codec]:
