@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from typing import Iterable, NamedTuple, Sequence
 
 from core.errors import RemoteProtocolError
@@ -179,8 +180,17 @@ def _addrtype(address: str) -> str:
     return "IP6" if ":" in address else "IP4"
 
 
-def _attr_line(name: str, value: str | None) -> str:
-    return f"a={name}" if value is None else f"a={name}:{value}"
+def _attribute_lines(attributes: list[tuple[str, str | None]]) -> list[str]:
+    return [f"a={name}" if value is None else f"a={name}:{value}" for name, value in attributes]
+
+
+def _in_rank_order(ranked: list[tuple[int, str]]) -> list[str]:
+    """The lines of ``ranked`` sorted by rank; lines of the same rank keep their order."""
+    ranked.sort(key=_rank_of)
+    return [line for _, line in ranked]
+
+
+_rank_of = itemgetter(0)
 
 
 class _Attributes:
@@ -321,12 +331,14 @@ class MediaDescription(_Attributes):
             f"m={self.media} {port} {self.proto}"
 
     def lines(self) -> list[str]:
+        if not self.other_lines:  # the usual section: m=, perhaps c=, attributes; already in order
+            head = [self.m_line()] if self.connection is None else [self.m_line(), f"c={self.connection}"]
+            return head + _attribute_lines(self.attributes)
         ranked: list[tuple[int, str]] = [(0, self.m_line())]
         if self.connection is not None:
             ranked.append((_MEDIA_RANK["c"], f"c={self.connection}"))
         ranked.extend((_MEDIA_RANK.get(kind, 5), f"{kind}={value}") for kind, value in self.other_lines)
-        ranked.sort(key=lambda item: item[0])  # stable: same-rank lines keep their order
-        return [line for _, line in ranked] + [_attr_line(k, v) for k, v in self.attributes]
+        return _in_rank_order(ranked) + _attribute_lines(self.attributes)
 
     def copy(self) -> "MediaDescription":
         return MediaDescription(
@@ -457,16 +469,17 @@ class SessionDescription(_Attributes):
 
     # --- wire form -------------------------------------------------------------------------------
     def lines(self) -> list[str]:
+        level = self._level
         ranked: list[tuple[int, str]] = [(0, f"v={self.version}"), (1, f"o={self.origin}")]
         if self.name is not None:
             ranked.append((2, f"s={self.name}"))
-        if self.connection is not None:
-            ranked.append((_SESSION_RANK["c"], f"c={self.connection}"))
+        if level.connection is not None:
+            ranked.append((_SESSION_RANK["c"], f"c={level.connection}"))
         ranked.extend((_SESSION_RANK.get(kind, 11), f"{kind}={value}") for kind, value in self.other_lines)
-        ranked.sort(key=lambda item: item[0])
-        out = [line for _, line in ranked] + [_attr_line(k, v) for k, v in self.attributes]
+        out = _in_rank_order(ranked)
+        out += _attribute_lines(level.attributes)
         for m in self.media:
-            out.extend(m.lines())
+            out += m.lines()
         return out
 
     def serialize(self) -> bytes:

@@ -535,15 +535,14 @@ class B2BUA:
                 self.acd.handle_event(self._acd_inbox.popleft(), now)
         elif not self._session_events:
             return  # the usual case: called after every transaction event, with nothing queued
-        next_event = self.sessions.next_event
+        events = self._session_events  # drained in place, as SessionLayer.next_event would
         for _ in range(100_000):
-            event = next_event()
-            if event is None:
+            if not events:
                 if self.acd is not None and self._acd_step(now):
                     continue
                 return
             try:
-                self._session_event(event, now)
+                self._session_event(events.popleft(), now)
             except ProtocolError:
                 # A leg in a state where the relayed action no longer fits (a race with the peer):
                 # the sessions have already answered what the protocol requires.
@@ -1975,7 +1974,8 @@ class B2BUA:
             trunk = route.name
         elif call.source not in (None, "users"):
             trunk = call.source
-        b = call.b.session if call.b is not None else None
+        b, outbound, segments = call.b, call.outbound, call.segments
+        b_session = b.session if b is not None else None
         return CallSummary(
             call_id=call.id, caller=call.caller, callee=call.callee,
             route=route.route.name if route is not None else None,
@@ -1984,17 +1984,17 @@ class B2BUA:
             offered_at=call.offered_at, answered_at=call.answered_at, ended_at=now,
             disposition=disposition, hangup_by=by, status=status,
             ringing_at=call.ringing_at, codec=call.codec, caller_uri=call.caller_uri,
-            leg_b_call_id=b.call_id if b is not None else None, leg_b_uri=call.b_uri,
-            leg_b_status=call.b_status, segments=tuple(call.segments), dtmf=call.dtmf,
-            hosted=call.hosted or bool(call.segments) or call.hosted_sd is not None, agent=call.agent,
+            leg_b_call_id=b_session.call_id if b_session is not None else None, leg_b_uri=call.b_uri,
+            leg_b_status=call.b_status, segments=tuple(segments), dtmf=call.dtmf,
+            hosted=call.hosted or bool(segments) or call.hosted_sd is not None, agent=call.agent,
             transferred_to=call.transferred_to,
-            direction="outbound" if call.outbound is not None else "inbound",
-            leg_b_offered_at=call.b.offered if call.b is not None else None,
-            leg_b_ringing_at=call.b.ringing if call.b is not None else None,
-            leg_b_answered_at=call.b.answered if call.b is not None else None,
-            amd=call.outbound.amd if call.outbound is not None else "",
-            campaign_id=call.outbound.campaign_id if call.outbound is not None else "",
-            contact_id=call.outbound.contact_id if call.outbound is not None else "",
+            direction="outbound" if outbound is not None else "inbound",
+            leg_b_offered_at=b.offered if b is not None else None,
+            leg_b_ringing_at=b.ringing if b is not None else None,
+            leg_b_answered_at=b.answered if b is not None else None,
+            amd=outbound.amd if outbound is not None else "",
+            campaign_id=outbound.campaign_id if outbound is not None else "",
+            contact_id=outbound.contact_id if outbound is not None else "",
         )
 
     def _reply(self, tx, msg, status: int, now: float) -> None:
