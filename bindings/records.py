@@ -168,14 +168,7 @@ class CallRecords:
         the final answers of the call (the 200 to a BYE) until then."""
         self._live.pop(summary.call_id, None)
         record = record_of(summary, node=self.node, figures=figures, dtmf=dtmf, recording=recording)
-        fut = self.writer.record_future(record)
-        fut.add_done_callback(lambda f: self._recorded(f, record))
-        return self._track(fut, summary.call_id, "record")
-
-    def _recorded(self, fut: asyncio.Future, record: CallRecord) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self.written += 1
-            self.kpis.add(record)
+        return self._track(self.writer.record_future(record), summary.call_id, "record", record)
 
     def live_kpis(self, now: float, keep: float = 86400.0) -> dict:
         """The live counters as a document (``switchcore report --live`` reads it): per dimension, key
@@ -188,13 +181,15 @@ class CallRecords:
                 for (dim, key, start), c in self.kpis.groups()]
         return {"node": self.node, "at": now, "interval": self.kpis.config.interval, "rows": rows}
 
-    def _track(self, fut: asyncio.Future, call_id: str, what: str) -> asyncio.Future:
+    def _track(self, fut: asyncio.Future, call_id: str, what: str,
+               record: CallRecord | None = None) -> asyncio.Future:
         # A future, not a task per write: the writer resolves it on this loop when its group commits.
         self._pending.add(fut)
-        fut.add_done_callback(lambda t: self._done(t, call_id, what))
+        fut.add_done_callback(lambda t: self._done(t, call_id, what, record))
         return fut
 
-    def _done(self, task: asyncio.Future, call_id: str, what: str) -> None:
+    def _done(self, task: asyncio.Future, call_id: str, what: str, record: CallRecord | None) -> None:
+        """A write's commit returned; a final ``record`` committed counts in the live KPIs."""
         self._pending.discard(task)
         if task.cancelled():
             return
@@ -203,6 +198,9 @@ class CallRecords:
             self.failed += 1
             level = logging.ERROR if isinstance(exc, (CommitError, RuntimeError)) else logging.CRITICAL
             log.log(level, "cdr: %s of call %s not written: %r", what, call_id, exc)
+        elif record is not None:
+            self.written += 1
+            self.kpis.add(record)
 
     async def _refresh_loop(self) -> None:
         while True:
