@@ -830,45 +830,56 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
     if ports is not None and len(ports) != len(sd.media):
         raise ValueError(f"ports has {len(ports)} entries for {len(sd.media)} m= lines")
     out = sd if in_place else sd.copy()
-    out.origin = Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", _addrtype(address), address)
-    ours = Connection.for_address(address)
-
-    def rewrite(conn: Connection) -> Connection:
-        return conn if conn.is_unspecified else Connection(ours.nettype, ours.addrtype, ours.address)
-
-    if out.connection is not None:
-        out.connection = rewrite(out.connection)
+    addrtype = _addrtype(address)
+    out.origin = Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", addrtype, address)
+    level = out._level
+    if level.connection is not None:
+        level.connection = _anchored(level.connection, addrtype, address)
     elif not out.media or any(m.connection is None for m in out.media):
-        out.connection = Connection(ours.nettype, ours.addrtype, ours.address)
-    out.attributes = [(k, v) for k, v in out.attributes if k not in _ICE_ATTRIBUTES]
-    first_audio = next((i for i, m in enumerate(out.media) if m.media == "audio" and m.port != 0), None)
+        level.connection = Connection("IN", addrtype, address)
+    if level.attributes:
+        level.attributes = [(k, v) for k, v in level.attributes if k not in _ICE_ATTRIBUTES]
+    else:
+        level.attributes = []
+    audio_anchored = False  # whether the first active audio stream has had ``port``
     for index, m in enumerate(out.media):
         if m.connection is not None:
-            m.connection = rewrite(m.connection)
-        m.other_lines = [
-            (k, str(rewrite(_parse_connection(v)))) if k == "c" else (k, v) for k, v in m.other_lines
-        ]
+            m.connection = _anchored(m.connection, addrtype, address)
+        if m.other_lines:
+            m.other_lines = [
+                (k, str(_anchored(_parse_connection(v), addrtype, address))) if k == "c" else (k, v)
+                for k, v in m.other_lines
+            ]
+        else:
+            m.other_lines = []
         if m.port == 0:
             continue
         if ports is not None:
             m.port = ports[index]
-        elif index == first_audio:
+        elif m.media == "audio" and not audio_anchored:
             m.port = port
+            audio_anchored = True
         else:
             m.port = 0
         attrs: list[tuple[str, str | None]] = []
-        for name, value in m.attributes:
+        for attribute in m.attributes:
+            name = attribute[0]
             if name in _ICE_ATTRIBUTES:
                 continue
             if name == "rtcp":
                 if m.port == 0:
                     continue
                 # RFC 3605: a=rtcp:<port> [<nettype> <addrtype> <address>]
-                value = f"{m.port + 1}" if len((value or "").split()) < 4 else \
-                    f"{m.port + 1} {ours.nettype} {ours.addrtype} {ours.address}"
-            attrs.append((name, value))
+                attribute = (name, f"{m.port + 1}" if len((attribute[1] or "").split()) < 4 else
+                             f"{m.port + 1} IN {addrtype} {address}")
+            attrs.append(attribute)
         m.attributes = attrs
     return out
+
+
+def _anchored(conn: Connection, addrtype: str, address: str) -> Connection:
+    """``conn`` pointed at the switch's ``address``; a hold's 0.0.0.0 stays as it is (see ``anchor``)."""
+    return conn if conn.is_unspecified else Connection("IN", addrtype, address)
 
 
 class Originator:
