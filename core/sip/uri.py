@@ -15,22 +15,29 @@ Values are text: header bytes decoded as UTF-8 with ``surrogateescape`` so that 
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
-# RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+# The character classes of RFC 3261 §25.1, as sets and as patterns: a pattern scans a run of them
+# in one call rather than a Python loop a character (ASCII ranges only: no Unicode digit slips in).
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 ALPHA = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DIGITS = "0123456789"
 TOKEN_CHARS = frozenset(ALPHA + DIGITS + "-.!%*_+`'~")
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]*")
+_DIGIT_RUN = re.compile(r"[0-9]*")
 # hostname = *( domainlabel "." ) toplabel [ "." ] and IPv4address; "_" is not in the ABNF but is common
 # in deployed names, so it is accepted (as Kamailio and pjsip do).
-HOST_CHARS = frozenset(ALPHA + DIGITS + "-._")
-SCHEME_CHARS = frozenset(ALPHA + DIGITS + "+-.")
+_HOST_RUN = re.compile(r"[A-Za-z0-9\-._]*")
+# scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 HEX = frozenset("0123456789abcdefABCDEF")
 WSP = " \t"
+_WS_RUN = re.compile(r"[ \t]*")
 # A parameter value ends at whitespace or at the next separator (gen-value = token / host / quoted-string;
 # host may carry ":" "[" "]" for IPv6, RFC 5118 §4.5).
-PARAM_VALUE_STOP = frozenset(" \t;,\"")
+_PARAM_VALUE_RUN = re.compile(r'[^ \t;,"]*')
 # Characters a Reason-Phrase may carry unescaped (RFC 3261 §25.1: reserved / unreserved / SP).
 REASON_SAFE = frozenset(ALPHA + DIGITS + "-_.!~*'()" + ";/?:@&=+$," + " ")
 
@@ -57,17 +64,13 @@ def show(text: str, limit: int = 40) -> str:
 
 def skip_ws(text: str, i: int) -> int:
     """Past any SP / HTAB (LWS; folding has already been undone)."""
-    n = len(text)
-    while i < n and text[i] in WSP:
-        i += 1
-    return i
+    if i < len(text) and text[i] in WSP:
+        return _WS_RUN.match(text, i).end()
+    return i  # the usual case: nothing to skip
 
 
 def scan_token(text: str, i: int) -> int:
-    n = len(text)
-    while i < n and text[i] in TOKEN_CHARS:
-        i += 1
-    return i
+    return _TOKEN_RUN.match(text, i).end()
 
 
 def scan_quoted(text: str, i: int) -> int:
@@ -88,7 +91,7 @@ def scan_quoted(text: str, i: int) -> int:
 
 def is_scheme(text: str) -> bool:
     """scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )  (RFC 3261 §25.1)."""
-    return bool(text) and text[0] in ALPHA and all(c in SCHEME_CHARS for c in text)
+    return _SCHEME.fullmatch(text) is not None
 
 
 def is_ipv4(text: str) -> bool:
@@ -142,9 +145,7 @@ def scan_host(text: str, i: int) -> tuple[str, int]:
         if not is_ipv6(address):
             raise GrammarError(f"has an invalid IPv6 reference {show(address)}")
         return address, close + 1
-    j = i
-    while j < n and text[j] in HOST_CHARS:
-        j += 1
+    j = _HOST_RUN.match(text, i).end()
     if j == i:
         raise GrammarError("has no host")
     return text[i:j], j
@@ -152,11 +153,9 @@ def scan_host(text: str, i: int) -> tuple[str, int]:
 
 def scan_port(text: str, i: int) -> tuple[int, int]:
     """port = 1*DIGIT, at most 65535; ``text[i]`` is the first digit."""
-    n = len(text)
-    j = i
-    while j < n and text[j] in DIGITS:
-        j += 1
+    j = _DIGIT_RUN.match(text, i).end()
     if j == i or j - i > 5 or int(text[i:j]) > 65535:
+        n = len(text)
         end = j
         while end < n and text[end] not in " \t;,?>":
             end += 1
@@ -190,9 +189,7 @@ def scan_params(text: str, i: int, in_list: bool) -> tuple[dict[str, str | None]
             if i < n and text[i] == '"':
                 j = scan_quoted(text, i)
             else:
-                j = i
-                while j < n and text[j] not in PARAM_VALUE_STOP:
-                    j += 1
+                j = _PARAM_VALUE_RUN.match(text, i).end()
             if j == i:
                 raise GrammarError(f"parameter {show(name)} has no value")
             value = text[i:j]
@@ -509,14 +506,12 @@ def scan_name_addr(text: str, i: int, in_list: bool) -> tuple[str | None, str, d
             i = k
             j = scan_token(text, i)
     # text[i] == "<"
-    j = i + 1
-    while j < n and text[j] != ">":
-        if text[j] in WSP:
-            raise GrammarError("has whitespace inside the angle brackets")
-        j += 1
-    if j == n:
+    j = text.find(">", i + 1)
+    uri = text[i + 1 : j] if j >= 0 else text[i + 1 :]
+    if " " in uri or "\t" in uri:
+        raise GrammarError("has whitespace inside the angle brackets")
+    if j < 0:
         raise GrammarError("has an unclosed angle bracket")
-    uri = text[i + 1 : j]
     colon = uri.find(":")
     if colon <= 0 or not is_scheme(uri[:colon]):
         raise GrammarError(f"URI {show(uri)} has no scheme")
