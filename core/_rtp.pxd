@@ -96,6 +96,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_init(pthread_mutex_t *, void *)
     int pthread_mutex_destroy(pthread_mutex_t *)
     int pthread_mutex_lock(pthread_mutex_t *)
+    int pthread_mutex_trylock(pthread_mutex_t *)
     int pthread_mutex_unlock(pthread_mutex_t *)
 
 
@@ -338,7 +339,8 @@ cdef class Engine:
     cdef dict relays        # relay_id -> slot
     cdef dict by_serial     # serial -> relay_id
     cdef dict retired       # serial -> relay_id of removed relays, until their events are drained
-    cdef list meta          # slot -> {"a": {...}, "b": {...}} (codec, ptime_ms, delay for the figures)
+    cdef list meta          # slot -> ({...}, {...}) per leg (codec, ptime_ms, delay for the figures)
+    cdef list free_slots    # relay slots not in use, the next one last
     cdef set ports          # RTP ports in use
     cdef dict prompts       # prompt_id -> Prompt
     cdef dict play_refs     # leg index -> the bytes a playback reads
@@ -354,6 +356,12 @@ cdef class Engine:
     cdef void _arm_timer(self, int on) noexcept nogil
     cdef void _signal(self) noexcept nogil
     cdef int _address(self, object value, sockaddr_in *out) except -1
+    cdef int _check_new(self, object relay_id) except -1
+    cdef int _open_pair(self, object port, int *fds) except -1
+    cdef bint _bind_pair(self, int port, int *fds, bint must) except -1
+    cdef void _drop_sockets(self, const int *fds, int port_a, int port_b, bint registered)
+    cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc) except -1
+    cdef object _leg_figures(self, const Leg *leg, dict meta)
     cdef void _push(self, int kind, Leg *leg, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept nogil
     cdef void _close_all(self) noexcept
     cdef void _lock(self) noexcept

@@ -47,7 +47,7 @@ import os
 import numpy as np
 
 from core.media.prompts import PAYLOAD_TYPES, PlaybackDone, Prompt
-from core.media.quality import leg_figures
+from core.media.quality import LegFigures, reception_quality
 from core.media.recording import CAPTURE_DTYPE, CallRecording
 from core.media.rtp import (
     DtmfDigit,
@@ -382,11 +382,16 @@ if sizeof(CaptureRec) != CAPTURE_DTYPE.itemsize:
     raise ImportError(f"CaptureRec is {sizeof(CaptureRec)} bytes, CAPTURE_DTYPE {CAPTURE_DTYPE.itemsize}")
 
 
+cdef inline int64_t _expected(const RecvStats *s) noexcept:
+    """RFC 3550 A.3: the packets expected over every source the leg has had."""
+    if not s.sources:
+        return 0
+    return <int64_t>s.expected_prior + <int64_t>s.cycles + s.max_seq - s.base_seq + 1
+
+
 cdef dict _receiver_counters(const Receiver *r):
     cdef const RecvStats *s = &r.stats
-    cdef int64_t expected = 0
-    if s.sources:
-        expected = <int64_t>s.expected_prior + <int64_t>s.cycles + s.max_seq - s.base_seq + 1
+    cdef int64_t expected = _expected(s)
     return {
         "packets_received": r.packets, "bytes_received": r.bytes,
         "packets_expected": expected, "packets_lost": expected - <int64_t>(s.received_prior + s.received),
@@ -466,21 +471,31 @@ cdef class RtpRewriter:
 _SHARED_OPTIONS = {"rewrite", "dtmf_pt", "clock_rate", "ptime_ms", "codec", "relatch_after", "timeout_ms",
                    "one_way_delay_ms"}
 _LEG_OPTIONS = _SHARED_OPTIONS | {"peer", "rtcp_peer", "ssrc", "bridge"}
+# A new leg's settings until its options say otherwise (``Engine._init_leg`` sets the leg's fields to
+# them; the figures' share of them is the leg's meta dict, which starts as a copy of _META_DEFAULTS).
 _DEFAULTS = {"rewrite": True, "dtmf_pt": None, "clock_rate": 8000, "ptime_ms": 20, "codec": "PCMU",
              "relatch_after": 3, "timeout_ms": 0, "one_way_delay_ms": 0.0}
+_META_DEFAULTS = {"clock_rate": 8000, "ptime_ms": 20, "codec": "PCMU", "one_way_delay_ms": 0.0}
+cdef uint32_t DEFAULT_CLOCK_RATE = 8000
+cdef uint32_t DEFAULT_TS_STEP = 160  # 20 ms at 8 kHz
+cdef int DEFAULT_RELATCH_AFTER = 3
 
 
 def _split_options(options) -> tuple:
     """Per-leg option dicts from a command's options; unknown names are refused by name."""
-    options = dict(options or {})
+    if not options:
+        return {}, {}
     per_leg = ({}, {})
-    for key in ("a", "b"):
-        leg_options = options.pop(key, None) or {}
-        for name in leg_options:
-            if name not in _LEG_OPTIONS:
-                raise ValueError(f"unknown relay option {key}.{name!r}")
-        per_leg[LEGS.index(key)].update(leg_options)
+    for key, leg_options in zip(LEGS, per_leg):
+        given = options.get(key)
+        if given:
+            for name in given:
+                if name not in _LEG_OPTIONS:
+                    raise ValueError(f"unknown relay option {key}.{name!r}")
+            leg_options.update(given)
     for name, value in options.items():
+        if name == "a" or name == "b":
+            continue
         if name not in _SHARED_OPTIONS:
             raise ValueError(f"unknown relay option {name!r}" + (
                 " (give it per leg: {'a': {...}, 'b': {...}})" if name in _LEG_OPTIONS else ""))
@@ -557,6 +572,7 @@ cdef class Engine:
         self.by_serial = {}
         self.retired = {}
         self.meta = [None] * (self.nlegs // 2)
+        self.free_slots = list(range(self.nlegs // 2 - 1, -1, -1))
         self.ports = set()
         self.alloc_cursor = 0
 
@@ -569,6 +585,10 @@ cdef class Engine:
         pthread_mutex_destroy(&self.rec_mutex)
 
     cdef void _lock(self) noexcept:
+        # The GIL is let go only when the loop holds the mutex: a command is not held up by a
+        # thread that wants the GIL while the mutex is free.
+        if pthread_mutex_trylock(&self.mutex) == 0:
+            return
         with nogil:
             pthread_mutex_lock(&self.mutex)
 
@@ -606,43 +626,57 @@ cdef class Engine:
     def add_relay(self, relay_id, port_a=None, port_b=None, options=None) -> tuple:
         """Bridge two new legs a and b: what arrives on a leaves from b to b's peer, and back.
 
-        A port left None is taken from the range. Returns ``(port_a, port_b)`` (the RTP ports)."""
+        A port left None is taken from the range. Returns ``(port_a, port_b)`` (the RTP ports).
+
+        The sockets are opened and bound before the mutex is taken: the loop waits only for the legs'
+        fields to be set."""
+        cdef int fds[4]
+        cdef int pa = -1, pb = -1, w, slot
+        cdef const uint8_t *ssrc
         per_leg = _split_options(options)
+        self._check_new(relay_id)
+        fds[0] = fds[1] = fds[2] = fds[3] = -1
+        try:
+            pa = self._open_pair(port_a, fds)
+            pb = self._open_pair(port_b, fds + 2)
+        except BaseException:
+            self._drop_sockets(fds, pa, -1, False)
+            raise
         self._lock()
         try:
-            if self.closed:
-                raise RuntimeError("the engine is closed")
-            if relay_id in self.relays:
-                raise ValueError(f"relay {relay_id!r} exists already")
-            slot = self._free_slot()
-            fds = []
-            pa = None
             try:
-                pa = self._open_pair(port_a, fds)
-                pb = self._open_pair(port_b, fds)
+                self._check_new(relay_id)  # again: another thread may have run while the mutex was awaited
             except BaseException:
-                for fd in fds:
-                    close(fd)
-                if pa is not None:
-                    self.ports.discard(pa)  # leg a's pair was bound: it is free again
+                self._drop_sockets(fds, pa, pb, False)
                 raise
+            slot = self.free_slots.pop()
             serial = self.next_serial
             self.next_serial += 1
             self.relays[relay_id] = slot
             self.by_serial[serial] = relay_id
-            self.meta[slot] = ({}, {})
-            for w, port in ((0, pa), (1, pb)):
-                self._init_leg(2 * slot + w, serial, w, port, fds[2 * w], fds[2 * w + 1])
+            self.meta[slot] = (dict(_META_DEFAULTS), dict(_META_DEFAULTS))
+            entropy = os.urandom(8)  # RFC 3550 §8.1: each leg's outgoing SSRC is random
+            ssrc = <const uint8_t *>PyBytes_AS_STRING(entropy)
+            self._init_leg(2 * slot, serial, 0, pa, fds, _be32(ssrc))
+            self._init_leg(2 * slot + 1, serial, 1, pb, fds + 2, _be32(ssrc + 4))
             self.legs[2 * slot].partner = 2 * slot + 1
             self.legs[2 * slot + 1].partner = 2 * slot
             for w in range(2):
-                values = dict(_DEFAULTS)
-                values["ssrc"] = int.from_bytes(os.urandom(4), "big")
-                values.update(per_leg[w])
-                self._apply(slot, w, values)
+                if per_leg[w]:
+                    self._apply(slot, w, per_leg[w])
             return pa, pb
         finally:
             self._unlock()
+
+    cdef int _check_new(self, object relay_id) except -1:
+        """Refuse a relay that cannot be added."""
+        if self.closed:
+            raise RuntimeError("the engine is closed")
+        if relay_id in self.relays:
+            raise ValueError(f"relay {relay_id!r} exists already")
+        if not self.free_slots:
+            raise RuntimeError("no free relay slot: the port range is used up")
+        return 0
 
     def patch_relay(self, relay_id, options) -> None:
         """Change a relay's options: a new SDP address (``peer``: the leg latches anew), the DTMF
@@ -660,49 +694,59 @@ cdef class Engine:
             self._unlock()
 
     def remove_relay(self, relay_id) -> dict:
-        """Close a relay's sockets; returns its final figures ``{"a": LegFigures, "b": LegFigures}``."""
+        """Close a relay's sockets; returns its final figures ``{"a": LegFigures, "b": LegFigures}``.
+
+        Under the mutex the legs are only copied and retired; their sockets are closed and their
+        figures computed after it is given back."""
         cdef Leg *leg
-        cdef int i, r
-        self._rec_lock()
-        try:
-            if self.relays.get(relay_id) in self.recordings:
-                self._finish_recording(self.relays[relay_id])
-        finally:
-            self._rec_unlock()
+        cdef Leg final[2]
+        cdef int fds[4]
+        cdef int i, w, slot
+        if self.recordings:
+            self._rec_lock()
+            try:
+                if self.relays.get(relay_id) in self.recordings:
+                    self._finish_recording(self.relays[relay_id])
+            finally:
+                self._rec_unlock()
         self._lock()
         try:
             slot = self._slot(relay_id)
-            figures = self._figures(slot)
             for w in range(2):
                 i = 2 * slot + w
                 leg = &self.legs[i]
+                final[w] = leg[0]
                 if leg.playing:
                     self._end_playback(leg, PLAY_REMOVED)
-                self.play_refs.pop(i, None)
+                if self.play_refs:
+                    self.play_refs.pop(i, None)
                 if leg.partner >= 0 and self.legs[leg.partner].partner == i:
                     self.legs[leg.partner].partner = -1
-                for r in range(2):
-                    if leg.fd[r] >= 0:
-                        epoll_ctl(self.epfd, EPOLL_CTL_DEL, leg.fd[r], NULL)
-                        close(leg.fd[r])
-                        leg.fd[r] = -1
-                self.ports.discard(leg.port)
+                fds[2 * w], fds[2 * w + 1] = leg.fd[0], leg.fd[1]
+                leg.fd[0] = leg.fd[1] = -1
                 leg.active = 0
                 leg.partner = -1
-                serial = leg.serial
             del self.relays[relay_id]
-            self.retired[serial] = self.by_serial.pop(serial)
+            serial = final[0].serial
+            relay_id = self.by_serial.pop(serial)
+            if self.queue.count:
+                self.retired[serial] = relay_id  # named by the events still queued for it
+            meta = self.meta[slot]
             self.meta[slot] = None
-            return figures
+            self.free_slots.append(slot)
         finally:
             self._unlock()
+        self._drop_sockets(fds, final[0].port, final[1].port, True)
+        return {"a": self._leg_figures(&final[0], meta[0]), "b": self._leg_figures(&final[1], meta[1])}
 
     def figures(self, relay_id) -> dict:
         """The relay's figures so far: ``{"a": LegFigures, "b": LegFigures}``; a leg's loss, jitter and
         MOS are those of the media arriving on it, ``packets_sent`` what left it."""
         self._lock()
         try:
-            return self._figures(self._slot(relay_id))
+            slot = self._slot(relay_id)
+            return {"a": self._leg_figures(&self.legs[2 * slot], self.meta[slot][0]),
+                    "b": self._leg_figures(&self.legs[2 * slot + 1], self.meta[slot][1])}
         finally:
             self._unlock()
 
@@ -1000,6 +1044,11 @@ cdef class Engine:
     @property
     def packets_forwarded(self) -> int:
         return self.forwarded
+
+    @property
+    def events_waiting(self) -> int:
+        """Events queued and not yet taken by ``events()``."""
+        return self.queue.count
 
     @property
     def events_dropped(self) -> int:
@@ -1309,15 +1358,11 @@ cdef class Engine:
         except KeyError:
             raise KeyError(f"no relay {relay_id!r}") from None
 
-    def _free_slot(self) -> int:
-        for slot in range(self.nlegs // 2):
-            if not self.legs[2 * slot].active:
-                return slot
-        raise RuntimeError("no free relay slot: the port range is used up")
-
-    def _open_pair(self, port, list fds) -> int:
-        """Bind RTP on an even port and RTCP on the next one; a port None is searched for."""
+    cdef int _open_pair(self, object port, int *fds) except -1:
+        """Bind RTP on an even port and RTCP on the next one (their sockets into ``fds[0:2]``); a port
+        None is searched for. Returns the RTP port."""
         cdef int span = (self.port_max - self.port_min + 1) // 2
+        cdef int candidate
         if port is not None:
             if port & 1 or not (self.port_min <= port < self.port_max):
                 raise ValueError(f"RTP port {port} must be even and within {self.port_min}-{self.port_max}")
@@ -1334,37 +1379,56 @@ cdef class Engine:
                 return candidate
         raise RuntimeError(f"no free port pair in {self.port_min}-{self.port_max}")
 
-    def _bind_pair(self, int port, list fds, bint must) -> bool:
-        cdef int fd, r, size = self.socket_buffer
+    cdef bint _bind_pair(self, int port, int *fds, bint must) except -1:
+        """Open and bind the pair's two sockets into ``fds[0:2]``; False (nothing left open) when a
+        port is taken and ``must`` is not set."""
+        cdef int fd, r, err, size = self.socket_buffer
         cdef sockaddr_in addr
-        opened = []
+        memset(&addr, 0, sizeof(addr))
+        addr.sin_family = AF_INET
+        addr.sin_addr = self.bind_addr
         for r in range(2):
             fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
             if fd < 0:
-                for f in opened:
-                    close(f)
-                raise OSError(errno, os.strerror(errno))
+                err = errno
+                if r:
+                    close(fds[0])
+                    fds[0] = -1
+                raise OSError(err, os.strerror(err))
             if size > 0:
                 setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int))
                 setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int))
-            memset(&addr, 0, sizeof(addr))
-            addr.sin_family = AF_INET
             addr.sin_port = htons(port + r)
-            addr.sin_addr = self.bind_addr
             if bind(fd, <sockaddr *>&addr, sizeof(addr)) != 0:
                 err = errno
                 close(fd)
-                for f in opened:
-                    close(f)
+                if r:
+                    close(fds[0])
+                    fds[0] = -1
                 if must:
                     raise OSError(err, f"{os.strerror(err)}: {self.host}:{port + r}")
                 return False
-            opened.append(fd)
-        fds.extend(opened)
+            fds[r] = fd
         self.ports.add(port)
         return True
 
-    def _init_leg(self, int i, uint64_t serial, int which, int port, int fd_rtp, int fd_rtcp):
+    cdef void _drop_sockets(self, const int *fds, int port_a, int port_b, bint registered):
+        """Close what ``fds`` holds (-1: nothing) and free the ports (-1: none) of a relay that is gone,
+        or that was never added: its sockets were not yet ``registered`` with epoll."""
+        cdef int k
+        for k in range(4):
+            if fds[k] >= 0:
+                if registered:
+                    # not left to close(): a copy of the socket in another process would keep it in the set
+                    epoll_ctl(self.epfd, EPOLL_CTL_DEL, fds[k], NULL)
+                close(fds[k])
+        if port_a >= 0:
+            self.ports.discard(port_a)
+        if port_b >= 0:
+            self.ports.discard(port_b)
+
+    cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc) except -1:
+        """A leg on the sockets ``fds`` (RTP, RTCP) with the settings of _DEFAULTS, watched by epoll."""
         cdef Leg *leg = &self.legs[i]
         cdef uint32_t gen = leg.gen + 1
         cdef epoll_event ev
@@ -1374,10 +1438,15 @@ cdef class Engine:
         leg.serial = serial
         leg.which = which
         leg.port = port
-        leg.fd[0] = fd_rtp
-        leg.fd[1] = fd_rtcp
+        leg.fd[0] = fds[0]
+        leg.fd[1] = fds[1]
         leg.partner = -1
         leg.rx.dtmf_pt = -1
+        leg.rx.clock_rate = leg.tx.clock_rate = DEFAULT_CLOCK_RATE
+        leg.tx.ts_step = DEFAULT_TS_STEP
+        leg.tx.ssrc = ssrc
+        leg.rewrite = 1
+        leg.relatch_after = DEFAULT_RELATCH_AFTER
         leg.last_rx_ns = _monotonic_ns()
         leg.active = 1
         for r in range(2):
@@ -1456,18 +1525,16 @@ cdef class Engine:
         leg.partner = j
         self.legs[j].partner = i
 
-    def _figures(self, int slot) -> dict:
-        cdef Leg *leg
-        out = {}
-        for w in range(2):
-            leg = &self.legs[2 * slot + w]
-            counters = _receiver_counters(&leg.rx)
-            counters["packets_sent"] = leg.sent
-            counters["bytes_sent"] = leg.bytes_sent
-            counters["packets_dropped"] = leg.dropped
-            counters["rtcp_sent"] = leg.rtcp_sent
-            meta = self.meta[slot][w]
-            out[LEGS[w]] = leg_figures(counters, clock_rate=leg.rx.clock_rate, ptime_ms=meta.get("ptime_ms", 20),
-                                       codec=meta.get("codec", "PCMU"),
-                                       one_way_delay_ms=meta.get("one_way_delay_ms", 0.0))
-        return out
+    cdef object _leg_figures(self, const Leg *leg, dict meta):
+        """The leg's ``LegFigures`` (as ``core.media.quality.leg_figures`` makes them from counters)."""
+        cdef const Receiver *r = &leg.rx
+        cdef int64_t expected = _expected(&r.stats)
+        cdef int64_t lost = expected - <int64_t>(r.stats.received_prior + r.stats.received)
+        loss, jitter_ms, r_factor, mos = reception_quality(
+            expected, lost, r.stats.jitter_q4, r.clock_rate, meta["ptime_ms"], meta["codec"], meta["one_way_delay_ms"])
+        return LegFigures(
+            packets_received=r.packets, bytes_received=r.bytes, packets_expected=expected, packets_lost=lost,
+            loss_percent=loss, jitter=r.stats.jitter_q4 >> 4, jitter_ms=jitter_ms, r_factor=r_factor, mos=mos,
+            packets_sent=leg.sent, bytes_sent=leg.bytes_sent, packets_dropped=leg.dropped,
+            packets_invalid=r.invalid, ssrc_changes=r.ssrc_changes, rtcp_received=r.rtcp,
+            rtcp_sent=leg.rtcp_sent, dtmf_digits=r.digits)

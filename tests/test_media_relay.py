@@ -294,6 +294,29 @@ def test_figures_of_a_lossy_leg(engine, phones):
         engine.figures("call")
 
 
+@pytest.mark.parametrize("options", [{}, {"a": {"codec": "G729", "ptime_ms": 30, "one_way_delay_ms": 40.0}}])
+def test_the_engine_figures_are_those_of_leg_figures(engine, phones, options):
+    """The engine makes a leg's figures from its C counters; core.media.quality.leg_figures makes them
+    from a counters dict: both the same, for a leg with loss and jitter and for a leg that carried none."""
+    import msgspec
+    from core.media.quality import leg_figures
+
+    a, b = phones(), phones()
+    pa, _ = engine.add_relay("call", options={**options, "b": {"peer": b.addr}})
+    for k in range(60):
+        if k % 13 != 5:
+            a.send(pa, rtp(100 + k, 160 * k + (k % 3) * 40, 0x1111))  # lost packets, uneven timestamps
+            pump(engine, 1)
+    final = engine.remove_relay("call")
+    meta = {"codec": "PCMU", "ptime_ms": 20, "one_way_delay_ms": 0.0, **options.get("a", {})}
+    for w, expect_packets in (("a", True), ("b", False)):
+        f = final[w]
+        assert (f.packets_received > 0) == expect_packets
+        counters = msgspec.structs.asdict(f)
+        counters["jitter_q4"] = round(f.jitter_ms * 8000 * 16 / 1000)
+        assert leg_figures(counters, clock_rate=8000, **(meta if w == "a" else {})) == f
+
+
 def test_a_silent_leg_raises_one_timeout(engine, phones):
     a, b = phones(), phones()
     pa, _ = engine.add_relay("call", options={"timeout_ms": 150, "b": {"peer": b.addr}})
