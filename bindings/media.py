@@ -268,7 +268,8 @@ class MediaPlane:
             log.error("media for call %s: relay not removed: %s", call_id, exc)
             return None
         self._figures[call_id] = figures
-        self.drain_events()  # the relay's last digits, before its record is written
+        if self.engine.events_waiting:
+            self.drain_events()  # the relay's last digits, before its record is written
         return figures
 
     def take_figures(self, call_id: str) -> tuple[dict[str, LegFigures] | None, str]:
