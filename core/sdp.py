@@ -567,6 +567,9 @@ def _parse_media(value: str) -> MediaDescription:
 _CHECKED_ATTRIBUTES = frozenset(("rtpmap", "rtcp", "fmtp"))
 
 
+# Memoised: the same rtpmap and fmtp values come in call after call. A refused value raises, and
+# is not remembered.
+@lru_cache(maxsize=1024)
 def _check_attribute(name: str, value: str | None) -> None:
     if name == "rtpmap":
         # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
