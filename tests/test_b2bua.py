@@ -653,3 +653,20 @@ def test_in_dialog_request_for_an_unknown_dialog_gets_481(net):
     net.flush()
     assert net.trace("alice", "switch")[-2:] == ["BYE →", "← 481"]
     assert net.switch.calls.active_calls() == 1
+
+
+@pytest.mark.parametrize("from_, tag, caller", [
+    ("Alice <sip:alice@127.0.1.1:5061>;tag=a1", "a1", ("alice", "sip:alice@127.0.1.1:5061")),
+    ("<sip:alice@127.0.1.1;tag=a1>;tag=a1", "a1", ("alice", "sip:alice@127.0.1.1;tag=a1")),
+    ("sip:alice@127.0.1.1;tag=a1", "a1", ("alice", "sip:alice@127.0.1.1")),
+    ("<sip:alice@127.0.1.1>;tag=a1;x=y", "a1", ("alice", "sip:alice@127.0.1.1")),
+    ("<sip:127.0.1.1>;tag=a1", "a1", ("", "sip:127.0.1.1")),
+    ("no uri here;tag=a1", "a1", ("", "")),
+])
+def test_the_caller_is_the_from_uri_whatever_its_tag(net, from_, tag, caller):
+    calls = net.switch.calls
+    assert calls._caller(from_, tag) == caller
+    # The same phone's next call (a new tag) reads the same, from the remembered answer or not.
+    head, _, rest = from_.rpartition(f";tag={tag}")
+    again = f"{head};tag=b2{rest}"
+    assert calls._caller(again, "b2") == caller

@@ -285,6 +285,11 @@ def _credentials(trunk) -> tuple[str, str] | None:
     return (trunk.username, trunk.password) if trunk is not None and trunk.username is not None else None
 
 
+def _hop(host: str, port: int) -> tuple[str, Peer]:
+    """A trunk's hostport as its URIs write it (an IPv6 address in brackets), and the next hop."""
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), Peer("udp", host, port)
+
+
 def _disposition(status: int) -> str:
     if status == 486:
         return BUSY
@@ -486,8 +491,11 @@ class B2BUA:
         self.router = Router(config.routes)
         self.sources = TrunkSources(config.trunks)
         self._trunk_of_host: dict = {}  # source host -> its trunk or None (see _trunk_from)
-        # Where each trunk's calls go (parsed once), and our host as From and Contact name it.
-        self._trunk_hops = {t.name: parse_host_port(t.address) for t in config.trunks}
+        self._trunks = {t.name: t for t in config.trunks}  # by name (unique: core.config checks)
+        self._callers: dict[str, tuple[str, str]] = {}  # a From without its tag -> (user, URI) (see _caller)
+        # Where each trunk's calls go (parsed once: the hostport of its URIs and the next hop), and
+        # our host as From and Contact name it.
+        self._trunk_hops = {t.name: _hop(*parse_host_port(t.address)) for t in config.trunks}
         # The codec names (lower case) a call may use, by its outbound trunk (None: the node's list).
         media = config.media
         self._supported = {t.name: frozenset(c.lower() for c in t.codecs or media.codecs) for t in config.trunks}
@@ -522,7 +530,8 @@ class B2BUA:
         """A transaction-layer event: the session layer's if it is about an INVITE session (False
         otherwise); what the sessions then report is acted on at once."""
         taken = self.sessions.handle_event(event, now)
-        self.process(now)
+        if self._session_events or self.acd is not None:
+            self.process(now)
         return taken
 
     def process(self, now: float) -> None:
@@ -666,12 +675,7 @@ class B2BUA:
         call = Call(self, a, now)
         self.stats["offered"] += 1
         call.callee = dialled_number(msg.uri)
-        try:
-            uri = parse_name_addr(msg.from_).uri
-            call.caller = uri.user or ""
-            call.caller_uri = str(uri)
-        except ValueError:
-            call.caller = ""
+        call.caller, call.caller_uri = self._caller(msg.from_, msg.from_tag)
         call.a = Leg(a, 0)
         if self.draining:
             self._refuse(call, now, 503, "Shutting Down")
@@ -705,7 +709,7 @@ class B2BUA:
             self._reject_new(call, now, 404, "No Route", NO_ROUTE)
             return
         trunks = [trunk_in] if trunk_in is not None else []
-        trunk_out = self.config.trunk(match.name) if match.kind == "trunk" else None
+        trunk_out = self._trunks.get(match.name) if match.kind == "trunk" else None
         if trunk_out is not None:
             trunks.append(trunk_out)
         for trunk in trunks:
@@ -787,6 +791,26 @@ class B2BUA:
             trunk = cache[host] = self.sources.trunk_for(host)
         return trunk
 
+    def _caller(self, from_: str, tag: str | None) -> tuple[str, str]:
+        """The user and the URI (as text) of leg A's From; ("", "") when it does not parse.
+        Remembered per From without its tag where the tag is its last parameter (§20.20: a header
+        parameter, outside the URI): a phone calls again and again with the same From but a new tag."""
+        suffix = f";tag={tag}"
+        key = from_[:-len(suffix)] if tag and from_.endswith(suffix) else None
+        cache = self._callers
+        found = cache.get(key) if key is not None else None
+        if found is None:
+            try:
+                uri = parse_name_addr(from_).uri
+                found = (uri.user or "", str(uri))
+            except ValueError:
+                found = ("", "")
+            if key is not None:
+                if len(cache) >= 4096:
+                    cache.clear()
+                cache[key] = found
+        return found
+
     def _refuse(self, call: Call, now: float, status: int, reason: str) -> None:
         """Over a limit: 503 with Retry-After, counted as refused (call loss)."""
         self.stats["refused"] += 1
@@ -813,7 +837,7 @@ class B2BUA:
         the ACD from the answer to the end. Returns the call's id (leg A's Call-ID), or None when a
         channel limit, the ports or an unregistered user refuse it (counted as refused). The call ends
         with a ``CallSummary`` like any other (direction "outbound")."""
-        config = self.config.trunk(trunk) if trunk is not None else None
+        config = self._trunks.get(trunk) if trunk is not None else None
         bindings = self.registrar.lookup(user, now) if user is not None else ()
         if self.draining or len(self.calls) >= self.config.limits.max_calls or (
                 config is not None and config.channels is not None and self._trunk_calls[trunk] >= config.channels
@@ -1155,9 +1179,8 @@ class B2BUA:
     def _trunk_target(self, trunk, number: str) -> tuple[str, Peer]:
         """The Request-URI for ``number`` on ``trunk`` (the trunk's own URI when there is none) and
         the next hop."""
-        host, port = self._trunk_hops[trunk.name]
-        h = f"[{host}]" if ":" in host else host
-        return (f"sip:{number}@{h}:{port}" if number else f"sip:{h}:{port}"), Peer("udp", host, port)
+        hostport, peer = self._trunk_hops[trunk.name]
+        return (f"sip:{number}@{hostport}" if number else f"sip:{hostport}"), peer
 
     def _dial(self, call: Call, target: str, peer: Peer, now: float, trunk=None) -> Leg | None:
         """A new leg from a hosted call to ``target``, offering what A was answered with, anchored on
@@ -1191,8 +1214,8 @@ class B2BUA:
             target, peer = bindings[0].contact, bindings[0].received
             call.user = name
         else:
-            target, peer = self._trunk_target(self.config.trunk(name), number or call.callee)
-        leg = self._dial(call, target, peer, now, self.config.trunk(name) if kind == "trunk" else None)
+            target, peer = self._trunk_target(self._trunks.get(name), number or call.callee)
+        leg = self._dial(call, target, peer, now, self._trunks.get(name) if kind == "trunk" else None)
         if leg is None:
             call.after_prompt = HANGUP
             self._play(call, ["busy"], now)
@@ -1708,7 +1731,7 @@ class B2BUA:
                 return None
             return bindings[0].contact, bindings[0].received, None
         if match.kind == "trunk":
-            trunk = self.config.trunk(match.name)
+            trunk = self._trunks.get(match.name)
             return (*self._trunk_target(trunk, match.number), trunk)
         return None
 
