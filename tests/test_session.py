@@ -207,6 +207,37 @@ def test_no_ack_for_64_t1_ends_the_session_with_a_bye():
     assert "← BYE" in net.trace and callee.state == TERMINATED
 
 
+def test_the_no_ack_bye_leaves_at_exactly_64_t1_with_one_timer_on_the_wheel_until_then():
+    net = Net()
+    caller, callee = net.call()
+    callee.answer(0.0, ANSWER)
+    net.flush(drop=lambda label: label == "ACK")
+    wheel = net.bob.transactions.wheel
+    # The give-up cannot come before the retransmissions: only the next one is on the wheel
+    # (with Timer L of the INVITE transaction), until its interval would reach past 64*T1.
+    assert len(wheel) == 2  # the first retransmission and the transaction's Timer L
+    net.run_until(31.5, drop=lambda label: label == "ACK")
+    assert callee.state == CONNECTING and net.bob.take(CallEnded) == []
+    assert net.bob.transactions.get_timer() == 32.0
+    before = len(net.trace)
+    net.run_until(32.0, drop=lambda label: label == "ACK")
+    assert "← BYE" in net.trace[before:] and callee.state == TERMINATED
+    assert [e.reason for e in net.bob.take(CallEnded)] == ["no ACK"]
+
+
+def test_a_late_2xx_timer_retransmits_once_then_gives_up_in_the_same_call():
+    net = Net()
+    caller, callee = net.call()
+    callee.answer(0.0, ANSWER)
+    net.flush(drop=lambda label: label == "ACK")
+    net.bob.transactions.datagrams_to_send()
+    net.bob.transactions.handle_timer(40.0)
+    net.bob.pump(40.0)
+    labels = [data.split(b"\r\n", 1)[0] for data, _ in net.bob.transactions.datagrams_to_send()]
+    assert labels[0] == b"SIP/2.0 200 OK" and labels[1].startswith(b"BYE ")
+    assert [e.reason for e in net.bob.take(CallEnded)] == ["no ACK"]
+
+
 # -- RFC 3665 §3.4: busy; §3.8: no answer, CANCEL ------------------------------------------------------
 def test_busy_callee():
     net = Net()

@@ -100,6 +100,58 @@ def test_timer_b_follows_a_configured_t1():
     assert isinstance(events(layer)[0], TransactionTimedOut)
 
 
+def test_timer_b_waits_behind_timer_a_and_comes_at_exactly_64_t1():
+    layer = TransactionLayer()
+    client_send(layer, request("INVITE"))
+    layer.datagrams_to_send()
+    # Timer B cannot fire before Timer A does: only A is on the wheel until its next interval
+    # would reach past B (§17.1.1.2 timing unchanged).
+    assert len(layer.wheel) == 1 and layer.get_timer() == 0.5
+    run_timers(layer, 31.5)
+    assert events(layer) == []
+    assert layer.get_timer() == 32.0  # after the retransmission at 31.5: B, not A at 63.5
+    run_timers(layer, 32.0)
+    assert [type(e) for e in events(layer)] == [TransactionTimedOut, TransactionTerminated]
+    assert len(layer.wheel) == 0
+
+
+def test_a_provisional_leaves_no_timer_b_behind():
+    layer = TransactionLayer()
+    tx = client_send(layer, request("INVITE"))
+    layer.receive(parse(build_response(parse(tx.request), 100)), BOB, 0.1)
+    assert tx.state == PROCEEDING and len(layer.wheel) == 0 and layer.get_timer() is None
+
+
+def test_timers_handled_late_retransmit_once_then_time_out_in_the_same_call():
+    # One handle_timer long after every deadline: as when both timers sat on the wheel, the
+    # retransmission timer fires (one retransmission), then the timeout.
+    for method, final in (("INVITE", None), ("OPTIONS", None), ("INVITE", 486)):
+        layer = TransactionLayer()
+        if final is None:
+            tx = client_send(layer, request(method))
+        else:
+            (event,) = server_receive(layer, request(method))
+            tx = event.tx
+            layer.send_response(tx, build_response(event.msg, final, to_tag="b1"), final, 0.0)
+        layer.datagrams_to_send()
+        events(layer)
+        layer.handle_timer(40.0)
+        assert len(layer.datagrams_to_send()) == 1, method
+        assert [type(e) for e in events(layer)] == [TransactionTimedOut, TransactionTerminated]
+        assert tx.state == TERMINATED and layer.get_timer() is None
+
+
+def test_timer_f_comes_at_64_t1_when_timer_e_fired_late_just_before_it():
+    layer = TransactionLayer()
+    client_send(layer, request("OPTIONS"))
+    layer.datagrams_to_send()
+    layer.handle_timer(31.8)  # E is late; its next interval (T2) would end after F: F goes on the wheel
+    assert len(layer.datagrams_to_send()) == 1 and events(layer) == []
+    assert layer.get_timer() == 32.0
+    layer.handle_timer(32.0)
+    assert isinstance(events(layer)[0], TransactionTimedOut)
+
+
 def test_timer_e_doubles_up_to_t2_and_timer_f_times_out():
     layer = TransactionLayer()
     client_send(layer, request("OPTIONS"))

@@ -183,6 +183,7 @@ class InviteSession:
         self._ok_initial = False
         self._ok_timer = None
         self._no_ack_timer = None
+        self._no_ack_at: float | None = None  # the give-up, while a retransmission comes first
         self._ok_interval = 0.0
         # UAC: digest credentials for a challenge to the INVITE, and the answers sent so far.
         self.credentials: tuple[str, str] | None = None
@@ -307,17 +308,34 @@ class InviteSession:
             self.layer.transactions.send_stateless(self._ok, self._ok_peer)
             t = self.layer.transactions.timers
             self._ok_interval = min(self._ok_interval * 2, t.t2)
-            self._ok_timer = self.layer.wheel.schedule(now + self._ok_interval, (self, RETRANSMIT_2XX))
+            self._retransmit_2xx_at(now + self._ok_interval, now)
         elif name == NO_ACK:
             self._no_ack_timer = None
-            if self._ok is None:
-                return
-            # §13.3.1.4: no ACK in 64*T1: the dialog is confirmed but the session ends with a BYE.
-            self._stop_2xx()
-            if self.state != TERMINATED:
-                self.state = CONFIRMED
-                self._send_bye(now)
-                self.layer._events.append(CallEnded(self, "no ACK"))
+            self._give_up_2xx(now)
+
+    def _retransmit_2xx_at(self, deadline: float, now: float) -> None:
+        # The 64*T1 give-up stays off the wheel while a retransmission comes before it, and takes
+        # the retransmission's place, at the deadline it always had, once the next one would not:
+        # one timer on the wheel for a 2xx ACKed in time, not two; §13.3.1.4's timing unchanged.
+        no_ack_at = self._no_ack_at
+        if no_ack_at is None or deadline < no_ack_at:
+            self._ok_timer = self.layer.wheel.schedule(deadline, (self, RETRANSMIT_2XX))
+            return
+        self._no_ack_at = None
+        if no_ack_at > now:
+            self._no_ack_timer = self.layer.wheel.schedule(no_ack_at, (self, NO_ACK))
+        else:
+            self._give_up_2xx(now)  # this retransmission fired late, past the give-up: it follows
+
+    def _give_up_2xx(self, now: float) -> None:
+        if self._ok is None:
+            return
+        # §13.3.1.4: no ACK in 64*T1: the dialog is confirmed but the session ends with a BYE.
+        self._stop_2xx()
+        if self.state != TERMINATED:
+            self.state = CONFIRMED
+            self._send_bye(now)
+            self.layer._events.append(CallEnded(self, "no ACK"))
 
     # -- internals --------------------------------------------------------------------------------
     def _require(self, role: str | None, *states: str) -> None:
@@ -343,17 +361,19 @@ class InviteSession:
         self._ok_cseq = cseq
         self._ok_initial = initial
         t = self.layer.transactions.timers
-        wheel = self.layer.wheel
+        no_ack_at = now + 64 * t.t1
         if not tx.peer.reliable:
             self._ok_interval = t.t1
-            self._ok_timer = wheel.schedule(now + t.t1, (self, RETRANSMIT_2XX))
-        self._no_ack_timer = wheel.schedule(now + 64 * t.t1, (self, NO_ACK))
+            self._no_ack_at = no_ack_at
+            self._retransmit_2xx_at(now + t.t1, now)
+        else:
+            self._no_ack_timer = self.layer.wheel.schedule(no_ack_at, (self, NO_ACK))
 
     def _stop_2xx(self) -> None:
         wheel = self.layer.wheel
         wheel.cancel(self._ok_timer)
         wheel.cancel(self._no_ack_timer)
-        self._ok_timer = self._no_ack_timer = None
+        self._ok_timer = self._no_ack_timer = self._no_ack_at = None
         self._ok = None
 
     def _send_cancel(self, now: float) -> None:

@@ -174,7 +174,8 @@ TransactionEvent = (RequestReceived | ResponseReceived | TransactionTimedOut | A
 class Transaction:
     """What the four machines share: the table walk, the two timer slots, termination."""
 
-    __slots__ = ("layer", "key", "state", "msg", "peer", "_retransmit", "_timeout", "_interval")
+    __slots__ = ("layer", "key", "state", "msg", "peer", "_retransmit", "_timeout", "_interval",
+                 "_timeout_at", "_timeout_name")
 
     TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {}
     ON_ENTER: dict[str, str] = {}
@@ -202,6 +203,9 @@ class Transaction:
         self._retransmit = None
         self._timeout = None
         self._interval = 0.0
+        # A timeout kept off the wheel while the retransmission timer fires before it (see _start_timeout).
+        self._timeout_at: float | None = None
+        self._timeout_name = ""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.key[0]} {self.state}>"
@@ -234,27 +238,51 @@ class Transaction:
             self._timeout = None
         if self.state is not TERMINATED:
             self._input(name, now)
+            timeout_at = self._timeout_at
+            if timeout_at is not None and timeout_at <= now:
+                # This retransmission timer fired late, past the timeout it kept off the wheel: the
+                # timeout follows it at once, in the same handle_timer, as it would from the wheel.
+                self._timeout_at = None
+                self._input(self._timeout_name, now)
 
     # Timers ---------------------------------------------------------------------------------------
+    # A state runs at most a retransmission timer (A, E, G) and a timeout (B, F, H, or one that ends
+    # the state). While the retransmission timer is due first, the timeout stays off the wheel
+    # (``_timeout_at``): each retransmission checks whether the next one would come before it, and
+    # when not, puts the timeout on the wheel in its place, at the deadline it always had (it ends
+    # the retransmissions: B, F and H terminate). RFC 3261 §17 timing is unchanged; a transaction
+    # answered before its first retransmission, as most are, puts one timer on the wheel, not two.
     def _start_retransmit(self, name: str, interval: float, now: float) -> None:
         self._interval = interval
-        self._retransmit = self.layer.wheel.schedule(now + interval, (self, name))
+        deadline = now + interval
+        timeout_at = self._timeout_at
+        if timeout_at is None or deadline < timeout_at:
+            self._retransmit = self.layer.wheel.schedule(deadline, (self, name))
+        elif timeout_at > now:
+            self._timeout_at = None
+            self._timeout = self.layer.wheel.schedule(timeout_at, (self, self._timeout_name))
+        # else: the timeout is due already (this timer fired late): on_timer fires it next.
 
     def _start_timeout(self, name: str, duration: float, now: float) -> None:
         wheel = self.layer.wheel
         wheel.cancel(self._timeout)
+        self._timeout = self._timeout_at = None
         if duration <= 0:
             # A zero timer (reliable transport): fire it now, from inside the state entry.
-            self._timeout = None
             self._input(name, now)
+            return
+        deadline = now + duration
+        retransmit = self._retransmit
+        if retransmit is not None and retransmit.deadline < deadline:
+            self._timeout_at, self._timeout_name = deadline, name
         else:
-            self._timeout = wheel.schedule(now + duration, (self, name))
+            self._timeout = wheel.schedule(deadline, (self, name))
 
     def _stop_timers(self, now: float = 0.0) -> None:
         wheel = self.layer.wheel
         wheel.cancel(self._retransmit)
         wheel.cancel(self._timeout)
-        self._retransmit = self._timeout = None
+        self._retransmit = self._timeout = self._timeout_at = None
 
     # Actions shared by the machines ---------------------------------------------------------------
     def absorb(self, now: float, data: Any) -> None:
