@@ -35,6 +35,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import msgspec
+
 from core import acd as acd_model
 from core.acd.log import QueueLogEntry
 from core.call.ivr import MenuRun, Play, Route, StopPrompt
@@ -177,10 +179,11 @@ class MediaRelease:
     call_id: str
 
 
-@dataclass(slots=True, frozen=True)
-class CallSummary:
+class CallSummary(msgspec.Struct, frozen=True, gc=False):
     """One call, at its end (what the CDR writer records). Times are the ``now`` of each moment;
-    ``answered_at`` is None for a call never answered. ``status`` is the final status leg A got."""
+    ``answered_at`` is None for a call never answered. ``status`` is the final status leg A got.
+    A Struct rather than a dataclass: two are made per call, and a frozen dataclass of this many
+    fields sets each one through ``object.__setattr__``."""
 
     call_id: str
     caller: str
