@@ -470,13 +470,21 @@ class SessionDescription(_Attributes):
     # --- wire form -------------------------------------------------------------------------------
     def lines(self) -> list[str]:
         level = self._level
-        ranked: list[tuple[int, str]] = [(0, f"v={self.version}"), (1, f"o={self.origin}")]
-        if self.name is not None:
-            ranked.append((2, f"s={self.name}"))
-        if level.connection is not None:
-            ranked.append((_SESSION_RANK["c"], f"c={level.connection}"))
-        ranked.extend((_SESSION_RANK.get(kind, 11), f"{kind}={value}") for kind, value in self.other_lines)
-        out = _in_rank_order(ranked)
+        if _after_connection_in_order(self.other_lines):  # as parsed from a well-formed description
+            out = [f"v={self.version}", f"o={self.origin}"]
+            if self.name is not None:
+                out.append(f"s={self.name}")
+            if level.connection is not None:
+                out.append(f"c={level.connection}")
+            out += [f"{kind}={value}" for kind, value in self.other_lines]
+        else:
+            ranked: list[tuple[int, str]] = [(0, f"v={self.version}"), (1, f"o={self.origin}")]
+            if self.name is not None:
+                ranked.append((2, f"s={self.name}"))
+            if level.connection is not None:
+                ranked.append((_SESSION_RANK["c"], f"c={level.connection}"))
+            ranked.extend((_SESSION_RANK.get(kind, 11), f"{kind}={value}") for kind, value in self.other_lines)
+            out = _in_rank_order(ranked)
         out += _attribute_lines(level.attributes)
         for m in self.media:
             out += m.lines()
@@ -504,6 +512,18 @@ class SessionDescription(_Attributes):
         a, b = self.lines(), other.lines()
         return a[2:] == b[2:] and a[0] == b[0] and _origin_without_version(self.origin) == \
             _origin_without_version(other.origin)
+
+
+def _after_connection_in_order(other_lines: list[tuple[str, str]]) -> bool:
+    """Whether session-level ``other_lines`` all rank after c= and are in rank order (the usual
+    t= alone, or b= then t=): v=, o=, s=, c= and they are then in order as they stand."""
+    last = _SESSION_RANK["c"]
+    for kind, _ in other_lines:
+        rank = _SESSION_RANK.get(kind, 11)
+        if rank < last:
+            return False
+        last = rank
+    return True
 
 
 def _wire(lines: list[str]) -> bytes:
