@@ -159,6 +159,12 @@ class InDialogRequest:
 class InviteSession:
     """One call leg's signalling: the INVITE, its dialog, re-INVITEs and the BYE."""
 
+    __slots__ = ("layer", "role", "state", "invite", "invite_tx", "peer", "dialog", "local_tag",
+                 "final_status", "_ack", "_ack_cseq", "_provisional_seen", "_cancel_requested",
+                 "_bye_pending", "_ok", "_ok_cseq", "_ok_peer", "_ok_initial", "_ok_timer",
+                 "_no_ack_timer", "_no_ack_at", "_ok_interval", "credentials", "_auth_tries",
+                 "_extra_headers", "ack_body", "_reinvite_out", "_reinvite_in")
+
     def __init__(self, layer: "SessionLayer", role: str, state: str, invite: Any,
                  invite_tx: Any, peer: Peer):
         self.layer = layer
