@@ -53,8 +53,10 @@ _CONTACTS: dict[str, URI | None] = {}
 _CONTACTS_MAX = 4096
 
 
-def _contact_uri(msg: Any) -> URI | None:
-    contact = msg.header("Contact")
+def _contact_uri(msg: Any, contact: str | None = None) -> URI | None:
+    """The first URI of ``msg``'s Contact (``contact``: its value, when the caller has read it)."""
+    if contact is None:
+        contact = msg.header("Contact")
     if not contact:
         return None
     uri = _CONTACTS.get(contact, _CONTACTS)
@@ -113,11 +115,12 @@ class Dialog:
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def for_uac(cls, request: Any, response: Any) -> "Dialog":
-        """§12.1.2: the dialog our INVITE and a 1xx/2xx with a To tag establish."""
+    def for_uac(cls, request: Any, response: Any, contact: str | None = None) -> "Dialog":
+        """§12.1.2: the dialog our INVITE and a 1xx/2xx with a To tag establish (``contact``: the
+        response's Contact value, when the caller has read it already)."""
         if response.to_tag is None:
             raise RemoteProtocolError("a response that makes a dialog must carry a To tag", 400)
-        target = _contact_uri(response)
+        target = _contact_uri(response, contact)
         if target is None:
             raise RemoteProtocolError(f"{response.status} to INVITE has no usable Contact", 400)
         # §12.1.2: the route set is the Record-Route of the response, in reverse order.

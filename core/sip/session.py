@@ -426,9 +426,11 @@ class InviteSession:
                 self._send_cancel(now)
             if status == 100:
                 return
-            if self.dialog is None and msg.to_tag is not None and msg.header("Contact"):
-                self.dialog = Dialog.for_uac(self.invite, msg)
-                layer._dialogs[self.dialog.id] = self
+            if self.dialog is None and msg.to_tag is not None:
+                contact = msg.header("Contact")
+                if contact:
+                    self.dialog = Dialog.for_uac(self.invite, msg, contact)
+                    layer._dialogs[self.dialog.id] = self
             if self.state == CALLING:
                 self.state = EARLY
             layer._events.append(ProvisionalReceived(self, msg))
