@@ -105,8 +105,6 @@ _SESSION_RANK = {"v": 0, "o": 1, "s": 2, "i": 3, "u": 4, "e": 5, "p": 6, "c": 7,
                  "z": 10, "k": 11, "a": 12}
 _MEDIA_RANK = {"m": 0, "i": 1, "c": 2, "b": 3, "k": 4, "a": 5}
 
-_DIGITS = frozenset("0123456789")
-
 
 class OfferAnswerError(RemoteProtocolError):
     """The offer cannot be answered: nothing in it is acceptable (answer ``488 Not Acceptable Here``)."""
@@ -587,8 +585,8 @@ def _parse_media(value: str) -> MediaDescription:
 _CHECKED_ATTRIBUTES = frozenset(("rtpmap", "rtcp", "fmtp"))
 
 
-# Memoised: the same rtpmap and fmtp values come in call after call. A refused value raises, and
-# is not remembered.
+# Memoised: the same a=rtpmap and a=fmtp values come in call after call (an a=rtcp's port does not,
+# and is soon forgotten). A refused value raises, and is not remembered.
 @lru_cache(maxsize=1024)
 def _check_attribute(name: str, value: str | None) -> None:
     if name == "rtpmap":
@@ -860,21 +858,15 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
         level.connection = _anchored(level.connection, addrtype, address)
     elif not out.media or any(m.connection is None for m in out.media):
         level.connection = Connection("IN", addrtype, address)
-    if level.attributes:
-        level.attributes = [(k, v) for k, v in level.attributes if k not in _ICE_ATTRIBUTES]
-    else:
-        level.attributes = []
+    level.attributes = [(k, v) for k, v in level.attributes if k not in _ICE_ATTRIBUTES]
     audio_anchored = False  # whether the first active audio stream has had ``port``
     for index, m in enumerate(out.media):
         if m.connection is not None:
             m.connection = _anchored(m.connection, addrtype, address)
-        if m.other_lines:
-            m.other_lines = [
-                (k, str(_anchored(_parse_connection(v), addrtype, address))) if k == "c" else (k, v)
-                for k, v in m.other_lines
-            ]
-        else:
-            m.other_lines = []
+        m.other_lines = [
+            (k, str(_anchored(_parse_connection(v), addrtype, address))) if k == "c" else (k, v)
+            for k, v in m.other_lines
+        ]
         if m.port == 0:
             continue
         if ports is not None:
