@@ -561,13 +561,14 @@ class SessionLayer:
         self._sent_by = f"{host}:{local.port}"
         transport = "" if local.transport == "udp" else f";transport={local.transport}"
         self.contact = contact or f"<sip:{user}@{self._sent_by}{transport}>"
+        self._via_start = f"SIP/2.0/{local.transport.upper()} {self._sent_by};branch="
         self._by_tx: dict[Any, tuple[InviteSession, str]] = {}
         self._dialogs: dict[tuple[str, str, str], InviteSession] = {}
         self._events: deque = deque()
 
     def via(self) -> str:
         """A top Via for a new request from us: a fresh branch and ``rport`` (RFC 3581)."""
-        return f"SIP/2.0/{self.local.transport.upper()} {self._sent_by};branch={new_branch()};rport"
+        return f"{self._via_start}{new_branch()};rport"
 
     def next_event(self):
         return self._events.popleft() if self._events else None
