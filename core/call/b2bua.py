@@ -153,6 +153,7 @@ class LiveAnswer(msgspec.Struct, frozen=True, gc=False):
 
     call_id: str
 
+
 class MediaPlay(msgspec.Struct, frozen=True, gc=False):
     """Play ``prompt`` (as the config names it: core.config.parse_prompt) to ``leg``'s phone, looped
     or once; the media plane reports its end with ``B2BUA.playback_done``."""
@@ -540,7 +541,7 @@ class B2BUA:
             while self._acd_inbox:
                 self.acd.handle_event(self._acd_inbox.popleft(), now)
         elif not self._session_events:
-            return  # the usual case: called after every transaction event, with nothing queued
+            return  # the usual case: the endpoint's call once its queue is empty, with nothing queued
         events = self._session_events  # drained in place, as SessionLayer.next_event would
         for _ in range(100_000):
             if not events:
