@@ -471,14 +471,15 @@ cdef class RtpRewriter:
 _SHARED_OPTIONS = {"rewrite", "dtmf_pt", "clock_rate", "ptime_ms", "codec", "relatch_after", "timeout_ms",
                    "one_way_delay_ms"}
 _LEG_OPTIONS = _SHARED_OPTIONS | {"peer", "rtcp_peer", "ssrc", "bridge"}
-# A new leg's settings until its options say otherwise (``Engine._init_leg`` sets the leg's fields to
-# them; the figures' share of them is the leg's meta dict, which starts as a copy of _META_DEFAULTS).
+# A new leg's settings until its options say otherwise: ``Engine._init_leg`` sets the leg's fields to
+# them (rewriting on, no DTMF payload type, no timeout), and the leg's meta dict, what the figures
+# read, starts as a copy of _META_DEFAULTS.
 _DEFAULTS = {"rewrite": True, "dtmf_pt": None, "clock_rate": 8000, "ptime_ms": 20, "codec": "PCMU",
              "relatch_after": 3, "timeout_ms": 0, "one_way_delay_ms": 0.0}
-_META_DEFAULTS = {"clock_rate": 8000, "ptime_ms": 20, "codec": "PCMU", "one_way_delay_ms": 0.0}
-cdef uint32_t DEFAULT_CLOCK_RATE = 8000
-cdef uint32_t DEFAULT_TS_STEP = 160  # 20 ms at 8 kHz
-cdef int DEFAULT_RELATCH_AFTER = 3
+_META_DEFAULTS = {name: _DEFAULTS[name] for name in ("clock_rate", "ptime_ms", "codec", "one_way_delay_ms")}
+cdef uint32_t DEFAULT_CLOCK_RATE = _DEFAULTS["clock_rate"]
+cdef uint32_t DEFAULT_TS_STEP = _DEFAULTS["clock_rate"] * _DEFAULTS["ptime_ms"] // 1000
+cdef int DEFAULT_RELATCH_AFTER = _DEFAULTS["relatch_after"]
 
 
 def _split_options(options) -> tuple:
@@ -718,8 +719,7 @@ cdef class Engine:
                 final[w] = leg[0]
                 if leg.playing:
                     self._end_playback(leg, PLAY_REMOVED)
-                if self.play_refs:
-                    self.play_refs.pop(i, None)
+                self.play_refs.pop(i, None)
                 if leg.partner >= 0 and self.legs[leg.partner].partner == i:
                     self.legs[leg.partner].partner = -1
                 fds[2 * w], fds[2 * w + 1] = leg.fd[0], leg.fd[1]

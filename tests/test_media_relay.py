@@ -275,6 +275,22 @@ def test_digits_are_reported_once_and_still_reach_the_other_side(engine, phones)
     assert engine.figures("call")["a"].dtmf_digits == 2
 
 
+def test_a_removed_relays_last_events_still_name_it(engine, phones):
+    caller, ivr = phones(), phones()
+    pa, _ = engine.add_relay("call", options={"a": {"dtmf_pt": 101}, "b": {"peer": ivr.addr}})
+    for p in digit_packets(1, 0, 0x1111, code=5):
+        caller.send(pa, p)
+    pump(engine)
+    assert engine.events_waiting
+    engine.remove_relay("call")
+    engine.add_relay("quiet")
+    engine.remove_relay("quiet")  # nothing queued for it
+    events = engine.events()
+    assert DtmfDigit("call", "a", "5", 800, 10) in events
+    assert {e.relay_id for e in events} == {"call"}
+    assert engine.events_waiting == 0
+
+
 def test_figures_of_a_lossy_leg(engine, phones):
     a, b = phones(), phones()
     pa, _ = engine.add_relay("call", options={"b": {"peer": b.addr}})
