@@ -12,6 +12,7 @@ from core.media.quality import (
     leg_figures,
     mos_from_r,
     r_factor,
+    reception_quality,
 )
 
 
@@ -52,6 +53,17 @@ def test_figures_from_counters():
     assert f.r_factor == pytest.approx(93.2 - 0.024 * 40 - 95 * 5 / (5 + 25.1))
     assert f.mos == pytest.approx(mos_from_r(f.r_factor))
     assert f.packets_sent == 99
+
+
+@pytest.mark.parametrize("codec, ptime_ms", [("PCMU", 20), ("G729", 30), ("nothing known", 20.0)])
+def test_a_leg_that_carried_nothing_is_rated_by_its_codec_and_packet_time(codec, ptime_ms):
+    # no loss, no jitter: delay = packetisation + a one-packet jitter buffer; the same, remembered or not
+    r = r_factor(0.0, 2 * ptime_ms, codec)
+    assert reception_quality(0, 0, 0, 8000, ptime_ms, codec) == (0.0, 0.0, r, mos_from_r(r))
+    assert reception_quality(0, 0, 0, 8000, ptime_ms, codec) == reception_quality.__wrapped__(0, 0, 0, 8000,
+                                                                                               ptime_ms, codec)
+    f = leg_figures({"packets_sent": 50}, ptime_ms=ptime_ms, codec=codec)
+    assert (f.r_factor, f.mos, f.packets_sent, f.packets_received) == (r, mos_from_r(r), 50, 0)
 
 
 def test_duplicates_never_make_negative_loss_percent():
