@@ -320,9 +320,10 @@ class InviteSession:
             self._give_up_2xx(now)
 
     def _retransmit_2xx_at(self, deadline: float, now: float) -> None:
-        # The 64*T1 give-up stays off the wheel while a retransmission comes before it, and takes
-        # the retransmission's place, at the deadline it always had, once the next one would not:
-        # one timer on the wheel for a 2xx ACKed in time, not two; §13.3.1.4's timing unchanged.
+        # The 64*T1 give-up stays off the wheel while a retransmission comes before it (from
+        # _start_2xx), and takes the retransmission's place, at the deadline it always had, once the
+        # next one would not: one timer on the wheel for a 2xx ACKed in time, not two; §13.3.1.4's
+        # timing unchanged.
         no_ack_at = self._no_ack_at
         if no_ack_at is None or deadline < no_ack_at:
             self._ok_timer = self.layer.wheel.schedule(deadline, (self, RETRANSMIT_2XX))
@@ -367,13 +368,13 @@ class InviteSession:
         self._ok_cseq = cseq
         self._ok_initial = initial
         t = self.layer.transactions.timers
-        no_ack_at = now + 64 * t.t1
+        wheel = self.layer.wheel
         if not tx.peer.reliable:
             self._ok_interval = t.t1
-            self._no_ack_at = no_ack_at
-            self._retransmit_2xx_at(now + t.t1, now)
+            self._ok_timer = wheel.schedule(now + t.t1, (self, RETRANSMIT_2XX))
+            self._no_ack_at = now + 64 * t.t1  # off the wheel behind the retransmissions
         else:
-            self._no_ack_timer = self.layer.wheel.schedule(no_ack_at, (self, NO_ACK))
+            self._no_ack_timer = wheel.schedule(now + 64 * t.t1, (self, NO_ACK))
 
     def _stop_2xx(self) -> None:
         wheel = self.layer.wheel
