@@ -615,12 +615,6 @@ class SessionLayer:
     def _on_terminated(self, event: TransactionTerminated, now: float) -> bool:
         return self._by_tx.pop(event.tx, None) is not None
 
-    def _on_request(self, event: RequestReceived, now: float) -> bool:
-        return self._request(event.tx, event.msg, event.peer, now)
-
-    def _on_response(self, event: ResponseReceived, now: float) -> bool:
-        return self._response(event.tx, event.msg, now)
-
     def _on_ack(self, event: AckReceived, now: float) -> bool:
         msg = event.msg
         session = self._dialogs.get((msg.call_id, msg.to_tag, msg.from_tag))
@@ -660,18 +654,8 @@ class SessionLayer:
                 session._send_bye(now)
         return True
 
-    # The transaction layer's events by their type: four a call are TransactionTerminated.
-    _EVENT_HANDLERS = {
-        TransactionTerminated: _on_terminated,
-        RequestReceived: _on_request,
-        ResponseReceived: _on_response,
-        AckReceived: _on_ack,
-        CancelReceived: _on_cancel,
-        TransactionTimedOut: _on_failure,
-        TransportError: _on_failure,
-    }
-
-    def _request(self, tx: ServerTransaction, msg: Any, peer: Peer, now: float) -> bool:
+    def _on_request(self, event: RequestReceived, now: float) -> bool:
+        tx, msg = event.tx, event.msg
         method = msg.method
         if msg.to_tag is None:
             if method != "INVITE":
@@ -715,7 +699,8 @@ class SessionLayer:
             self._events.append(InDialogRequest(session, tx, msg))
         return True
 
-    def _response(self, tx: Any, msg: Any, now: float) -> bool:
+    def _on_response(self, event: ResponseReceived, now: float) -> bool:
+        tx, msg = event.tx, event.msg
         if tx is None:
             # A 2xx retransmitted after its transaction ended: ACK it again (§13.2.2.4).
             if msg.cseq_method != "INVITE" or not 200 <= msg.status < 300:
@@ -734,6 +719,17 @@ class SessionLayer:
         elif kind == "reinvite":
             session._reinvite_response(tx, msg, now)
         return True
+
+    # The transaction layer's events by their type: four a call are TransactionTerminated.
+    _EVENT_HANDLERS = {
+        TransactionTerminated: _on_terminated,
+        RequestReceived: _on_request,
+        ResponseReceived: _on_response,
+        AckReceived: _on_ack,
+        CancelReceived: _on_cancel,
+        TransactionTimedOut: _on_failure,
+        TransportError: _on_failure,
+    }
 
     def _send_request(self, session: InviteSession, kind: str, data: bytes, peer: Peer,
                       now: float) -> ClientTransaction:
