@@ -128,3 +128,22 @@ def test_random_schedules_and_cancels_match_a_heap(seed):
                     handles.pop(k, None)
     assert fired_wheel == fired_model
     assert len(wheel) == len([k for _, k in model if k not in cancelled])
+
+
+def test_timers_scheduled_once_running_keep_order_and_next_deadline_in_any_slot():
+    # Once the wheel runs, schedule files a timer itself: into an empty slot, ahead of a later
+    # timer in its slot, or behind an earlier one; 32 s (64*T1) lands in the wheel, not the overflow.
+    wheel = TimerWheel()
+    wheel.pop_due(100.0)
+    wheel.schedule(100.508, "late in slot")
+    assert wheel.next_deadline() == 100.508
+    wheel.schedule(100.501, "early in slot")
+    assert wheel.next_deadline() == 100.501
+    wheel.schedule(100.505, "middle")
+    wheel.schedule(132.0, "64*T1")
+    assert wheel._overflow == {}
+    assert wheel.pop_due(100.506) == ["early in slot", "middle"]
+    assert wheel.next_deadline() == 100.508
+    assert wheel.pop_due(131.999) == ["late in slot"]
+    assert wheel.next_deadline() == 132.0
+    assert wheel.pop_due(132.0) == ["64*T1"] and len(wheel) == 0
