@@ -109,9 +109,10 @@ class Endpoint:
         return wheel
 
     def datagrams_to_send(self) -> list[tuple[bytes, Peer]]:
-        out = self._stateless_out
-        self._stateless_out = []
-        out.extend(self.transactions.datagrams_to_send())
+        out = self.transactions.datagrams_to_send()
+        if self._stateless_out:  # answers to malformed datagrams, rare: they go first
+            out[:0] = self._stateless_out
+            self._stateless_out = []
         return out
 
     # -- shutting down -------------------------------------------------------------------------
