@@ -500,14 +500,15 @@ def test_call_to_a_user_with_no_phone_registered_gets_480(net):
     assert net.seen("carol") == []
 
 
-def register(net: Net, ua: UA, user: str, password: str) -> None:
-    """REGISTER ``ua`` as ``user``, answering the switch's digest challenge (RFC 3261 §10.2)."""
+def register(net: Net, ua: UA, user: str, password: str, call_id: str | None = None) -> None:
+    """REGISTER ``ua`` as ``user``, answering the switch's digest challenge (RFC 3261 §10.2); a
+    second phone of the same user registers with a Call-ID of its own (§10.2.4)."""
     contact = f"<sip:{user}@{ua.addr.host}:{ua.addr.port}>"
     uri = "sip:127.0.0.5"
     for cseq, auth in ((1, None), (2, "answer")):
         headers = [("Via", ua.sessions.via()), ("Max-Forwards", "70"),
                    ("From", f"<sip:{user}@127.0.0.5>;tag=r{user}"), ("To", f"<sip:{user}@127.0.0.5>"),
-                   ("Call-ID", f"reg-{user}"), ("CSeq", f"{cseq} REGISTER"), ("Contact", contact)]
+                   ("Call-ID", call_id or f"reg-{user}"), ("CSeq", f"{cseq} REGISTER"), ("Contact", contact)]
         if auth:
             (challenge,) = [parse(d) for label, d in net.seen(ua.name) if label == "401"][-1:]
             offer = parse_challenge(challenge.header("WWW-Authenticate"))

@@ -55,7 +55,9 @@ from core.sdp import (
 from core.sip.addr import Peer
 from core.sip.ids import random_below_2_31
 from core.sip.session import (
+    CALLING as SESSION_CALLING,
     CONFIRMED,
+    EARLY as SESSION_EARLY,
     TERMINATED,
     CallAnswered,
     CallCancelled,
@@ -71,7 +73,7 @@ from core.sip.session import (
     ReinviteReceived,
     SessionLayer,
 )
-from core.sip.message import build_response
+from core.sip.message import build_request, build_response
 from core.sip.uri import parse_name_addr
 
 __all__ = [
@@ -298,6 +300,51 @@ def _disposition(status: int) -> str:
     return REJECTED
 
 
+# RFC 3326: the CANCEL of a forked leg another leg answered, so that the phone logs no missed call.
+COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+
+
+def _fork_rank(status: int) -> int:
+    """How useful a forked leg's final failure is to the caller, lower better (RFC 3261 §16.7.6,
+    read for phones behind a B2BUA): busy says the most, then no answer, then any other refusal,
+    then a redirect (which names the switch's side), then a server or transport failure. A 6xx
+    never waits to be compared: it ends the call at once."""
+    if status in (486, 600):
+        return 0
+    if status in (408, 480, 487):
+        return 1
+    if 400 <= status < 500:
+        return 2
+    if 300 <= status < 400:
+        return 3
+    return 4
+
+
+def _cancel_leg(session: InviteSession, now: float, reason: str | None) -> None:
+    """Give up a leg the switch called: CANCEL it while it rings (RFC 3261 §9.1), with a Reason
+    header (RFC 3326) when given; BYE it once answered (a 2xx that beat the CANCEL, §13.2.2.4)."""
+    state = session.state
+    if state == CONFIRMED:
+        session.bye(now)
+        return
+    if state != SESSION_CALLING and state != SESSION_EARLY:
+        return
+    if reason is None or not session._provisional_seen or session._cancel_requested:
+        # No provisional yet: the session sends its CANCEL once one arrives (§9.1), without Reason.
+        session.cancel(now)
+        return
+    # The session's own CANCEL (§9.1: the INVITE's Request-URI, Call-ID, From, To, CSeq number, top
+    # Via and Route headers) with the Reason added; marked requested, so a 2xx crossing it is ACKed
+    # and BYEd by the session.
+    session._cancel_requested = True
+    inv = session.invite
+    headers = [("Via", inv.vias[0]), ("Max-Forwards", "70"), ("From", inv.from_), ("To", inv.to),
+               ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} CANCEL")]
+    headers += [("Route", r) for r in inv.header_values("Route")]
+    headers.append(("Reason", reason))
+    session.layer._send_request(session, "cancel", build_request("CANCEL", inv.uri, headers), session.peer, now)
+
+
 class PortAllocator:
     """RTP ports of one worker: an even port (RTP) and the odd one above (RTCP, RFC 3550 §11) per
     leg, from ``[low, high]``. Freed ports go to the back of the queue, so a port is not reused while
@@ -407,7 +454,7 @@ class Call:
                  "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
                  "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
                  "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt",
-                 "transfer", "detached", "transferred_to", "announce_timer", "outbound")
+                 "transfer", "detached", "transferred_to", "announce_timer", "outbound", "forks", "fork_best")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -459,6 +506,10 @@ class Call:
         self.transferred_to = ""
         self.announce_timer = None
         self.outbound: Outbound | None = None  # set for a call the switch placed
+        # A user with several contacts: every leg still ringing one of them (``b`` among them), empty
+        # for one contact; and the most useful failure so far, (status, leg) (RFC 3261 §16.7.6).
+        self.forks: list[Leg] = []
+        self.fork_best: tuple[int, Leg] | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -618,6 +669,9 @@ class B2BUA:
         if call.transfer is not None and self._transfer_event(call, session, event, now):
             return
         if call.detached and any(leg.session is session for leg in call.detached):
+            # A leg that left the call (a transfer's referrer, a forked leg that lost).
+            if session.state == TERMINATED:
+                self._by_session.pop(session, None)
             if kind is InDialogRequest:
                 self._reply(event.tx, event.msg, 481, now)
             return
@@ -627,6 +681,8 @@ class B2BUA:
             return
         if call.hosted:
             self._hosted_event(call, session, is_a, event, now)
+            return
+        if call.forks and not is_a and self._fork_event(call, session, kind, event, now):
             return
         if kind is ProvisionalReceived:
             self._provisional(call, event.msg, now)
@@ -731,6 +787,7 @@ class B2BUA:
             target = binding.contact
             peer = binding.received  # behind NAT, where the REGISTER came from is what works
         else:
+            bindings = None
             target, peer = self._trunk_target(trunk_out, match.number)
         # SDP: A's offer cut to our codecs, anchored on leg B's port (RFC 3264 §8). An INVITE without
         # an offer (RFC 3261 §13.2.1: the offer comes in our 2xx, the answer in A's ACK): leg B is
@@ -775,6 +832,8 @@ class B2BUA:
         self.calls[call.id] = call
         self._by_session[a] = call
         self._by_session[b] = call
+        if bindings is not None and len(bindings) > 1:
+            self._fork(call, bindings, now, call.offer_b)
         call.state = CALLING
         call.timer = self.wheel.schedule(now + self.config.calls.ring_timeout, (call, RING_TIMEOUT))
 
@@ -1180,11 +1239,12 @@ class B2BUA:
         hostport, peer = self._trunk_hops[trunk.name]
         return (f"sip:{number}@{hostport}" if number else f"sip:{hostport}"), peer
 
-    def _dial(self, call: Call, target: str, peer: Peer, now: float, trunk=None) -> Leg | None:
-        """A new leg from a hosted call to ``target``, offering what A was answered with, anchored on
-        leg b's port; None when it cannot be sent."""
+    def _dial(self, call: Call, target: str, peer: Peer, now: float, trunk=None,
+              offer: SessionDescription | None = None) -> Leg | None:
+        """A new leg to ``target``, offering ``offer`` (by default what a hosted call's A was answered
+        with) anchored on leg b's port with the leg's own o= line; None when it cannot be sent."""
         leg = Leg(None, call.b.port, now)
-        sd = leg.origin.anchor(call.hosted_sd, address=self.address, port=call.b.port)
+        sd = leg.origin.anchor(offer or call.hosted_sd, address=self.address, port=call.b.port)
         if call.offer_b is None:
             call.offer_b = sd
         leg.last_sdp = sd.serialize()
@@ -1212,6 +1272,7 @@ class B2BUA:
             target, peer = bindings[0].contact, bindings[0].received
             call.user = name
         else:
+            bindings = None
             target, peer = self._trunk_target(self._trunks.get(name), number or call.callee)
         leg = self._dial(call, target, peer, now, self._trunks.get(name) if kind == "trunk" else None)
         if leg is None:
@@ -1220,10 +1281,82 @@ class B2BUA:
             return
         call.b = leg
         call.b_uri = target
+        if bindings is not None and len(bindings) > 1:
+            self._fork(call, bindings, now)
         self._play(call, ["ringback"], now, loop=True)
         self._cancel_timer(call)
         limit = call.outbound.ring_timeout if call.outbound is not None else None
         call.timer = self.wheel.schedule(now + (limit or self.config.calls.ring_timeout), (call, RING_TIMEOUT))
+
+    # -- forking: one leg to each of a user's contacts (RFC 3261 §10, §16.7 as a B2BUA's UAC) -------
+    def _fork(self, call: Call, bindings: list, now: float, offer: SessionDescription | None = None) -> None:
+        """Leg b rings the user's first contact; ring every other one too, each leg an INVITE session
+        of its own (own Call-ID, own o= line) offering ``offer`` on leg b's port. All of them are
+        ``call.forks`` until one answers or all fail (``_fork_event``)."""
+        call.b.uri = call.b_uri
+        forks = [call.b]
+        for binding in bindings[1:]:
+            leg = self._dial(call, binding.contact, binding.received, now, offer=offer)
+            if leg is not None:
+                forks.append(leg)
+        if len(forks) > 1:
+            call.forks = forks
+
+    def _fork_event(self, call: Call, session: InviteSession, kind: type, event: Any, now: float) -> bool:
+        """An event of one of several legs ringing a user's contacts. True when it is dealt with here;
+        False when the caller's side goes on as for a single leg, ``call.b`` now the leg it is about:
+        the first ringing (or the first early media) is relayed, the first 2xx wins and the others
+        are CANCELled with "Call completed elsewhere"; a failure waits for the other legs, unless it
+        is a 6xx (§16.7.6: it wins at once) or the last, and the caller gets the most useful one."""
+        leg = next((f for f in call.forks if f.session is session), None)
+        if leg is None:
+            return False
+        if kind is ProvisionalReceived:
+            if leg.ringing is None:
+                leg.ringing = now
+            if call.hosted or leg is call.b:
+                return call.hosted
+            # The caller rings once; the first leg with early media is the one it hears.
+            if call.b.remote is None and (event.msg.body or call.ringing_at is None):
+                call.b, call.b_uri = leg, leg.uri
+                return False
+            return True
+        if kind is CallAnswered:
+            if leg is not call.b:
+                call.b, call.b_uri = leg, leg.uri
+                if not call.hosted:
+                    call.codec, call.dtmf_pt = "", None  # the answer's codec, not the early media's
+            self._drop_forks(call, leg, now, COMPLETED_ELSEWHERE)
+            return False
+        if kind is not CallFailed:
+            return False
+        status = event.status
+        call.forks.remove(leg)
+        self._by_session.pop(session, None)
+        best = call.fork_best
+        if best is None or status >= 600 or _fork_rank(status) < _fork_rank(best[0]):
+            call.fork_best = best = (status, leg)
+        if status < 600 and call.forks:
+            if leg is call.b:
+                call.b, call.b_uri = call.forks[0], call.forks[0].uri
+            return True
+        # Decided: a 6xx (the rest are CANCELled, saying why), or the last leg failed.
+        call.b, call.b_uri = best[1], best[1].uri
+        self._drop_forks(call, None, now, f"SIP;cause={status}" if status >= 600 else None)
+        if call.hosted:
+            self._hosted_b_failed(call, best[0], now)
+        else:
+            self._b_failed(call, best[0], now)
+        return True
+
+    def _drop_forks(self, call: Call, keep: Leg | None, now: float, reason: str | None) -> None:
+        """Give up every forked leg but ``keep``: CANCELled while ringing (with ``reason`` as an RFC
+        3326 Reason), BYEd if it answered too; they leave the call, what they still say is absorbed."""
+        for leg in call.forks:
+            if leg is not keep:
+                _cancel_leg(leg.session, now, reason)
+                call.detached.append(leg)
+        call.forks = []
 
     def _hosted_event(self, call: Call, session: InviteSession, is_a: bool, event: Any, now: float) -> None:
         if is_a:
@@ -1246,6 +1379,8 @@ class B2BUA:
                     self._info(call, event, now)
                 else:
                     self._reply(event.tx, event.msg, 501, now)
+            return
+        if call.forks and self._fork_event(call, session, type(event), event, now):
             return
         agent = next((a for a, leg in call.offers.items() if leg.session is session), None)
         direct = agent is None and call.b is not None and session is call.b.session
@@ -1297,10 +1432,14 @@ class B2BUA:
                 missed = acd_model.NoAnswer if event.status in (408, 480) else acd_model.OfferRejected
                 self.acd.handle_event(missed(call.id, agent), now)
             else:
-                call.b_status = event.status
-                self._cancel_timer(call)
-                call.after_prompt = HANGUP
-                self._play(call, ["busy"], now)
+                self._hosted_b_failed(call, event.status, now)
+
+    def _hosted_b_failed(self, call: Call, status: int, now: float) -> None:
+        """The user or trunk a hosted call went on to did not answer: the caller hears busy."""
+        call.b_status = status
+        self._cancel_timer(call)
+        call.after_prompt = HANGUP
+        self._play(call, ["busy"], now)
 
     def _end_hosted(self, call: Call, now: float, by: str) -> None:
         """A hosted call ends: its queue stay as an abandon (the caller hung up) or an exit, every
@@ -1604,6 +1743,8 @@ class B2BUA:
     def _fail_a(self, call: Call, now: float, status: int, reason: str | None, disposition: str,
                 by: str | None, headers=()) -> None:
         a = call.a.session
+        if call.forks:
+            self._drop_forks(call, call.b, now, None)  # every other contact ringing: CANCEL
         if call.b is not None and call.b.session is not None and call.b.session.state != TERMINATED:
             call.b.session.bye(now)  # a UAC still calling CANCELs (RFC 3261 §9.1)
             if not call.b_status:
@@ -1622,6 +1763,8 @@ class B2BUA:
         if call.state not in (CALLING, EARLY):
             return
         call.cancelled = True
+        if call.forks:
+            self._drop_forks(call, call.b, now, None)  # a missed call on each phone: no Reason
         call.b.session.cancel(now)
         call.b_status = call.b_status or 487
         self.stats["cancelled"] += 1
@@ -1898,6 +2041,8 @@ class B2BUA:
                 self._announce(call, now)
             elif name == RING_TIMEOUT and call.b is not None and call.b.session is not None:
                 call.b.session.bye(now)  # CANCEL the leg that rings out; the caller hears busy
+                if call.forks:
+                    self._drop_forks(call, None, now, None)  # and every other contact ringing
                 call.b_status = 480
                 call.after_prompt = HANGUP
                 self._play(call, ["busy"], now)
@@ -1973,11 +2118,16 @@ class B2BUA:
             self._trunk_calls[name] -= 1
             if self._trunk_calls[name] <= 0:
                 del self._trunk_calls[name]
+        if call.forks:
+            self._drop_forks(call, call.b, now, None)
         for leg in (call.a, call.b):
             if leg is None:
                 continue
             if leg.port:
                 self.ports.release(leg.port)
+            if leg.session is not None and leg.session.state == TERMINATED:
+                self._by_session.pop(leg.session, None)
+        for leg in call.detached:
             if leg.session is not None and leg.session.state == TERMINATED:
                 self._by_session.pop(leg.session, None)
         if call.bridged is not None:

@@ -1,0 +1,272 @@
+"""Parallel forking (RFC 3261 §10: one AOR, several contacts; §16.7 as the UAC core of a B2BUA): a
+call to user 1001, registered from Carol's desk phone and Dave's softphone, rings both at once, each
+on an INVITE of its own. The first 2xx wins and the other leg is CANCELled with "Call completed
+elsewhere" (RFC 3326); a 2xx that comes too late is ACKed and BYEd; when every leg fails the caller
+gets the most useful failure, and a 6xx ends the call at once. In memory, with the harness of
+test_b2bua.py."""
+from __future__ import annotations
+
+import pytest
+
+from core.call import CallSummary, MediaBridge
+from core.call.b2bua import MediaPlay
+from core.sip.addr import Peer
+from core.sip.message import parse
+from core.sip.session import CONFIRMED, TERMINATED, CallCancelled, CallEnded, CallFailed, IncomingCall
+from tests.test_b2bua import ANSWER, CONFIG, UA, Net, register, summary
+
+DAVE = Peer("udp", "127.0.4.4", 5064)  # user 1001's second phone
+CAROL_ANSWER = ANSWER.replace(b"127.0.2.2", b"127.0.3.3")
+DAVE_ANSWER = ANSWER.replace(b"127.0.2.2", b"127.0.4.4").replace(b"50000", b"52000")
+EARLY = ANSWER.replace(b"127.0.2.2", b"127.0.4.4").replace(b"50000", b"54000")
+ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+
+HOSTED = CONFIG.replace('''[[ivr]]
+name = "main"
+prompt = "beep"
+''', '''[[ivr]]
+name = "main"
+prompt = "beep"
+choices = { "2" = "user:1001" }
+''')
+
+
+class ForkNet(Net):
+    """The harness with a second phone, Dave; Carol and Dave both register as user 1001."""
+
+    def __init__(self, tmp_path, text: str = CONFIG):
+        super().__init__(tmp_path, text)
+        self.dave = UA(DAVE, "dave")
+        self.nodes[DAVE] = self.dave
+        register(self, self.carol, "1001", "secret1001", call_id="reg-desk")
+        register(self, self.dave, "1001", "secret1001", call_id="reg-soft")
+
+    def forked_call(self):
+        caller = self.dial("1001")
+        return caller, self.incoming(self.carol), self.incoming(self.dave)
+
+    def requests(self, who: str, method: str):
+        return [parse(d) for label, d in self.seen(who, "switch") if label == method]
+
+
+@pytest.fixture
+def net(tmp_path):
+    n = ForkNet(tmp_path)
+    yield n
+    n.close()
+
+
+def test_both_phones_ring_each_on_an_invite_of_its_own(net):
+    caller, desk, soft = net.forked_call()
+    (to_desk,) = net.requests("carol", "INVITE")
+    (to_soft,) = net.requests("dave", "INVITE")
+    assert to_desk.uri == "sip:1001@127.0.3.3:5063" and to_soft.uri == "sip:1001@127.0.4.4:5064"
+    assert to_desk.call_id != to_soft.call_id != caller.call_id
+    # Each offer is the switch's own, anchored on the switch (its own o= line per leg).
+    for invite in (to_desk, to_soft):
+        assert b"c=IN IP4 127.0.0.5" in invite.body and b"o=switchcore" in invite.body
+    o_lines = [next(line for line in i.body.split(b"\r\n") if line.startswith(b"o=")) for i in (to_desk, to_soft)]
+    assert o_lines[0] != o_lines[1]
+    # The caller is told of the first ringing once.
+    desk.ring(net.now)
+    net.flush()
+    soft.ring(net.now)
+    net.flush()
+    assert net.trace("alice", "switch") == ["INVITE →", "← 100", "← 180"]
+
+
+def test_second_phone_answers_the_first_is_cancelled_completed_elsewhere(net):
+    caller, desk, soft = net.forked_call()
+    desk.ring(net.now)
+    soft.ring(net.now)
+    net.flush()
+    soft.answer(net.now + 4, DAVE_ANSWER)
+    net.flush(net.now + 4)
+    assert caller.state == CONFIRMED and soft.state == CONFIRMED
+    assert net.trace("switch", "carol")[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+    (cancel,) = net.requests("carol", "CANCEL")
+    assert cancel.header("Reason") == ELSEWHERE
+    assert len(net.carol.take(CallCancelled)) == 1 and desk.state == TERMINATED
+    assert "CANCEL" not in [label for label, _ in net.seen("dave")]
+    (bridge,) = net.switch.take(MediaBridge)
+    assert bridge.leg_b_remote == ("127.0.4.4", 52000)
+    caller.bye(net.now + 10)
+    net.flush(net.now + 10)
+    s = summary(net)
+    (to_soft,) = net.requests("dave", "INVITE")
+    assert (s.disposition, s.status, s.user) == ("answered", 200, "1001")
+    assert (s.leg_b_call_id, s.leg_b_uri, s.leg_b_status) == (to_soft.call_id, "sip:1001@127.0.4.4:5064", 200)
+    assert s.leg_b_answered_at == 4.0
+    calls = net.switch.calls
+    assert calls.active_calls() == 0 and len(calls.ports) == 8 and not calls._by_session
+
+
+def test_both_answer_at_once_the_late_one_is_acked_and_byed(net):
+    caller, desk, soft = net.forked_call()
+    desk.ring(net.now)
+    soft.ring(net.now)
+    net.flush()
+    desk.answer(net.now, CAROL_ANSWER)
+    soft.answer(net.now, DAVE_ANSWER)  # both 2xx are on the wire before the switch acts on either
+    net.flush()
+    assert caller.state == CONFIRMED
+    # Carol's came first and won. Dave's leg was CANCELled as it lost; his 2xx, crossing the
+    # CANCEL, is ACKed (RFC 3261 §13.2.2.4) and the dialog ended with a BYE.
+    after = net.trace("switch", "dave")[net.trace("switch", "dave").index("← 200"):]
+    assert [t for t in after if t.endswith("→")] == ["CANCEL →", "ACK →", "BYE →"]
+    assert [e.reason for e in net.dave.take(CallEnded)] == ["BYE"] and soft.state == TERMINATED
+    assert desk.state == CONFIRMED
+    caller.bye(net.now)
+    net.flush()
+    s = summary(net)
+    assert s.leg_b_uri == "sip:1001@127.0.3.3:5063" and s.disposition == "answered"
+    assert not net.switch.calls._by_session
+
+
+def test_one_busy_one_no_answer_the_caller_gets_486_once_the_other_gives_up(net):
+    caller, desk, soft = net.forked_call()
+    soft.ring(net.now)
+    net.flush()
+    desk.reject(net.now + 1, 486)
+    net.flush(net.now + 1)
+    assert net.trace("alice", "switch") == ["INVITE →", "← 100", "← 180"]  # Dave still rings
+    soft.reject(net.now + 5, 480)  # the softphone gives up with no answer
+    net.flush(net.now + 5)
+    assert [e.status for e in net.alice.take(CallFailed)] == [486]
+    s = summary(net)
+    (to_desk,) = net.requests("carol", "INVITE")
+    assert (s.status, s.disposition, s.hangup_by) == (486, "busy", "callee")
+    assert (s.leg_b_call_id, s.leg_b_status) == (to_desk.call_id, 486)
+    assert net.switch.calls.active_calls() == 0 and not net.switch.calls._by_session
+
+
+def test_a_decline_on_one_phone_ends_the_call_at_once_and_cancels_the_other(net):
+    caller, desk, soft = net.forked_call()
+    desk.ring(net.now)
+    soft.ring(net.now)
+    net.flush()
+    soft.reject(net.now + 2, 603, "Decline")
+    net.flush(net.now + 2)
+    assert [e.status for e in net.alice.take(CallFailed)] == [603]
+    assert net.trace("switch", "carol")[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+    (cancel,) = net.requests("carol", "CANCEL")
+    assert cancel.header("Reason") == "SIP;cause=603"
+    s = summary(net)
+    assert (s.status, s.disposition, s.leg_b_status) == (603, "rejected", 603)
+
+
+def test_the_callers_cancel_cancels_both_phones(net):
+    caller, desk, soft = net.forked_call()
+    desk.ring(net.now)
+    soft.ring(net.now)
+    net.flush()
+    caller.cancel(net.now + 3)
+    net.flush(net.now + 3)
+    assert net.trace("alice", "switch")[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+    for who in ("carol", "dave"):
+        assert net.trace("switch", who)[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+        (cancel,) = net.requests(who, "CANCEL")
+        assert cancel.header("Reason") is None  # a missed call on each phone
+    assert desk.state == TERMINATED and soft.state == TERMINATED
+    s = summary(net)
+    assert (s.status, s.disposition, s.hangup_by) == (487, "cancelled", "caller")
+    assert net.switch.calls.active_calls() == 0 and len(net.switch.calls.ports) == 8
+    assert not net.switch.calls._by_session
+
+
+def test_ring_timeout_cancels_both_phones(net):
+    caller, desk, soft = net.forked_call()
+    desk.ring(net.now)
+    soft.ring(net.now)
+    net.flush()
+    net.run_until(31.0)
+    assert net.trace("alice", "switch")[-2:] == ["← 480", "ACK →"]
+    for who in ("carol", "dave"):
+        assert net.trace("switch", who)[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+    s = summary(net)
+    assert (s.status, s.disposition, s.hangup_by, s.ended_at) == (480, "no answer", "switch", 30.0)
+    assert not net.switch.calls._by_session
+
+
+def test_early_media_of_the_second_phone_is_relayed_then_the_first_answers(net):
+    caller, desk, soft = net.forked_call()
+    desk.ring(net.now)
+    net.flush()
+    soft.ring(net.now, 183, body=EARLY)
+    net.flush()
+    # The caller rang on Carol's 180, then hears Dave's early media (the first leg that sends any).
+    assert net.trace("alice", "switch")[-2:] == ["← 180", "← 183"]
+    (early,) = net.switch.take(MediaBridge)
+    assert early.leg_b_remote == ("127.0.4.4", 54000)
+    desk.answer(net.now, CAROL_ANSWER)
+    net.flush()
+    (bridge,) = net.switch.take(MediaBridge)
+    assert bridge.leg_b_remote == ("127.0.3.3", 50000)
+    (cancel,) = net.requests("dave", "CANCEL")
+    assert cancel.header("Reason") == ELSEWHERE
+
+
+def test_node_draining_cancels_both_phones(net):
+    caller, desk, soft = net.forked_call()
+    desk.ring(net.now)
+    soft.ring(net.now)
+    net.flush()
+    net.switch.calls.drain(net.now)
+    net.flush()
+    assert [e.status for e in net.alice.take(CallFailed)] == [503]
+    for who in ("carol", "dave"):
+        assert "CANCEL →" in net.trace("switch", who)
+
+
+def test_a_hosted_call_to_the_user_rings_both_phones(tmp_path):
+    net = ForkNet(tmp_path, HOSTED)
+    caller = net.dial("7")
+    net.switch.calls.dtmf(caller.call_id, "2", net.now + 1)
+    net.flush(net.now + 1)
+    desk, soft = net.incoming(net.carol), net.incoming(net.dave)
+    desk.ring(net.now)
+    soft.ring(net.now)
+    net.flush()
+    soft.answer(net.now + 2, DAVE_ANSWER)
+    net.flush(net.now + 2)
+    (cancel,) = net.requests("carol", "CANCEL")
+    assert cancel.header("Reason") == ELSEWHERE and desk.state == TERMINATED
+    bridge = net.switch.take(MediaBridge)[-1]
+    assert bridge.leg_b_remote == ("127.0.4.4", 52000)
+    caller.bye(net.now + 5)
+    net.flush(net.now + 5)
+    s = summary(net)
+    assert s.leg_b_uri == "sip:1001@127.0.4.4:5064" and s.disposition == "answered"
+    net.close()
+
+
+def test_a_hosted_call_hears_busy_when_both_phones_fail(tmp_path):
+    net = ForkNet(tmp_path, HOSTED)
+    caller = net.dial("7")
+    net.switch.calls.dtmf(caller.call_id, "2", net.now + 1)
+    net.flush(net.now + 1)
+    desk, soft = net.incoming(net.carol), net.incoming(net.dave)
+    net.switch.take(MediaPlay)
+    desk.reject(net.now, 480)
+    net.flush()
+    assert net.switch.take(MediaPlay) == []  # Dave still rings: ringback goes on
+    soft.reject(net.now, 486)
+    net.flush()
+    assert [p.prompt for p in net.switch.take(MediaPlay)] == ["busy"]
+    (call,) = net.switch.calls.calls.values()
+    assert call.b_status == 486
+    net.close()
+
+
+def test_one_contact_is_called_as_before(tmp_path):
+    net = Net(tmp_path)
+    register(net, net.carol, "1001", "secret1001")
+    caller = net.dial("1001")
+    assert len(net.carol.take(IncomingCall)) == 1
+    (call,) = net.switch.calls.calls.values()
+    assert call.forks == []
+    caller.cancel(net.now)
+    net.flush()
+    (cancel,) = [parse(d) for label, d in net.seen("carol") if label == "CANCEL"]
+    assert cancel.header("Reason") is None
+    net.close()
