@@ -156,7 +156,7 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data_dir: str = "./switchcore-data"
     log_level: LogLevel = "info"
     # The longest the records writer gathers call records before one commit (seconds).
-    commit_delay: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.002
+    commit_delay: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
 
 
 class SipTimers(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
