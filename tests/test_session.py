@@ -276,6 +276,18 @@ def test_cancel_waits_for_a_provisional_response():
     assert [e.status for e in net.alice.take(CallFailed)] == [487]
 
 
+def test_a_cancel_carries_the_headers_it_was_asked_with_also_when_it_waited_for_a_provisional():
+    net = Net()
+    caller = net.alice.sessions.invite("sip:bob@127.0.0.2:5062", "sip:alice@127.0.0.1", 0.0, body=OFFER)
+    net.flush(0.0, drop=lambda label: label == "INVITE")  # the INVITE is lost: the CANCEL must wait
+    reason = 'SIP;cause=200;text="Call completed elsewhere"'
+    caller.cancel(0.1, headers=[("Reason", reason)])
+    net.run_until(0.5)
+    (cancel,) = sent(net, "CANCEL")
+    assert cancel.header("Reason") == reason  # RFC 3326: the phone logs no missed call
+    assert [e.status for e in net.alice.take(CallFailed)] == [487]
+
+
 def test_bye_before_the_call_is_answered_cancels_it():
     net = Net()
     caller, callee = net.call()

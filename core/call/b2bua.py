@@ -73,7 +73,7 @@ from core.sip.session import (
     ReinviteReceived,
     SessionLayer,
 )
-from core.sip.message import build_request, build_response
+from core.sip.message import build_response
 from core.sip.uri import parse_name_addr
 
 __all__ = [
@@ -329,20 +329,9 @@ def _cancel_leg(session: InviteSession, now: float, reason: str | None) -> None:
         return
     if state != SESSION_CALLING and state != SESSION_EARLY:
         return
-    if reason is None or not session._provisional_seen or session._cancel_requested:
-        # No provisional yet: the session sends its CANCEL once one arrives (§9.1), without Reason.
-        session.cancel(now)
-        return
-    # The session's own CANCEL (§9.1: the INVITE's Request-URI, Call-ID, From, To, CSeq number, top
-    # Via and Route headers) with the Reason added; marked requested, so a 2xx crossing it is ACKed
-    # and BYEd by the session.
-    session._cancel_requested = True
-    inv = session.invite
-    headers = [("Via", inv.vias[0]), ("Max-Forwards", "70"), ("From", inv.from_), ("To", inv.to),
-               ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} CANCEL")]
-    headers += [("Route", r) for r in inv.header_values("Route")]
-    headers.append(("Reason", reason))
-    session.layer._send_request(session, "cancel", build_request("CANCEL", inv.uri, headers), session.peer, now)
+    # Before any provisional the session sends the CANCEL once one arrives (§9.1), Reason and all; a
+    # 2xx crossing it is ACKed and BYEd by the session.
+    session.cancel(now, headers=(("Reason", reason),) if reason is not None else ())
 
 
 class PortAllocator:

@@ -161,7 +161,7 @@ class InviteSession:
 
     __slots__ = ("layer", "role", "state", "invite", "invite_tx", "peer", "dialog", "local_tag",
                  "final_status", "_ack", "_ack_cseq", "_provisional_seen", "_cancel_requested",
-                 "_bye_pending", "_ok", "_ok_cseq", "_ok_peer", "_ok_initial", "_ok_timer",
+                 "_cancel_headers", "_bye_pending", "_ok", "_ok_cseq", "_ok_peer", "_ok_initial", "_ok_timer",
                  "_no_ack_timer", "_no_ack_at", "_ok_interval", "credentials", "_auth_tries",
                  "_extra_headers", "ack_body", "_reinvite_out", "_reinvite_in")
 
@@ -181,6 +181,7 @@ class InviteSession:
         self._ack_cseq = 0
         self._provisional_seen = False
         self._cancel_requested = False
+        self._cancel_headers: tuple = ()
         self._bye_pending = False
         # UAS: the 2xx being retransmitted until its ACK (§13.3.1.4).
         self._ok: bytes | None = None
@@ -240,12 +241,14 @@ class InviteSession:
         self._end()
 
     # -- UAC: the INVITE's fate -------------------------------------------------------------------
-    def cancel(self, now: float) -> None:
-        """CANCEL our INVITE (§9.1): at once if a provisional arrived, else as soon as one does."""
+    def cancel(self, now: float, *, headers=()) -> None:
+        """CANCEL our INVITE (§9.1): at once if a provisional arrived, else as soon as one does.
+        ``headers`` are added to it (a Reason, RFC 3326, for a fork another phone answered)."""
         self._require(UAC, CALLING, EARLY)
         if self._cancel_requested:
             return
         self._cancel_requested = True
+        self._cancel_headers = tuple(headers)
         if self._provisional_seen:
             self._send_cancel(now)
 
@@ -390,6 +393,7 @@ class InviteSession:
         headers = [("Via", inv.vias[0]), ("Max-Forwards", "70"), ("From", inv.from_), ("To", inv.to),
                    ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq} CANCEL")]
         headers += [("Route", r) for r in inv.header_values("Route")]
+        headers += self._cancel_headers
         data = build_request("CANCEL", inv.uri, headers)
         self.layer._send_request(self, "cancel", data, self.peer, now)
 
