@@ -960,11 +960,10 @@ cdef class Message:
     def header_values(self, str name):
         cdef Py_ssize_t k
         cdef HeaderLine *line
-        wanted = canonical_name(name)
-        cdef int kind = _KIND_OF.get(wanted, H_OTHER)
-        cdef bytes canonical = wanted.encode("utf-8", "surrogateescape")
-        cdef int compact = ord(LONG_TO_COMPACT.get(wanted, "\0"))
-        cdef bint is_list = wanted in LIST_HEADERS
+        cdef int kind, compact
+        cdef bytes canonical
+        kind, canonical, compact = _name_info(name)
+        cdef bint is_list = _is_list(name)
         values = []
         for k in range(self._count):
             line = &self._lines[k]
@@ -1104,6 +1103,18 @@ cdef object _take_replacement(Message msg, HeaderLine *line, dict replacements):
 
 
 _NAME_INFO = {}
+_IS_LIST = {}
+
+
+cdef bint _is_list(str name):
+    # Whether the header is a comma-separated list (§7.3.1), cached per spelling like _name_info.
+    is_list = _IS_LIST.get(name)
+    if is_list is None:
+        is_list = canonical_name(name) in LIST_HEADERS
+        if len(_IS_LIST) < 1024:
+            _IS_LIST[name] = is_list
+    return is_list
+
 
 cdef tuple _name_info(str name):
     # (slot kind, canonical name as bytes, its compact letter or 0), cached per spelling.
