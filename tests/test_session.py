@@ -36,10 +36,10 @@ ANSWER = b"v=0\r\no=bob 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0
 class UA:
     """A transaction layer with a session layer on top: what an endpoint would be for calls."""
 
-    def __init__(self, addr: Peer, name: str):
+    def __init__(self, addr: Peer, name: str, listeners=()):
         self.addr = addr
         self.transactions = TransactionLayer()
-        self.sessions = SessionLayer(self.transactions, addr, user=name)
+        self.sessions = SessionLayer(self.transactions, addr, user=name, listeners=listeners)
         self.events: list = []
         self.unclaimed: list = []  # transaction events no session took
 
@@ -63,11 +63,12 @@ class Net:
     """Alice (UAC) and Bob (UAS) joined in memory. ``trace`` notes each datagram the way RFC 3665
     draws it: "INVITE →" from Alice, "← 180" from Bob."""
 
-    def __init__(self):
-        self.alice = UA(ALICE, "alice")
-        self.bob = UA(BOB, "bob")
+    def __init__(self, alice_listeners=(), bob_listeners=()):
+        self.alice = UA(ALICE, "alice", alice_listeners)
+        self.bob = UA(BOB, "bob", bob_listeners)
         self.trace: list[str] = []
         self.wire: list[tuple[str, bytes]] = []
+        self.transports: list[str] = []  # each datagram's transport, as the sender chose it
         self.now = 0.0
 
     def flush(self, now: float | None = None, drop=lambda label: False) -> None:
@@ -87,7 +88,10 @@ class Net:
                         continue
                     self.trace.append(f"{label} →" if arrow == "→" else f"← {label}")
                     self.wire.append((label, data))
-                    dst.transactions.receive(parse(data), src.addr, self.now)
+                    self.transports.append(peer.transport)
+                    # It arrives over the transport it was sent by, from the sender's address.
+                    source = Peer(peer.transport, src.addr.host, src.addr.port)
+                    dst.transactions.receive(parse(data), source, self.now)
             if not moved:
                 return
 
@@ -393,3 +397,93 @@ def test_retransmitted_2xx_after_the_invite_transaction_ended_is_acked_again():
     net.flush(41.0)
     assert len(sent(net, "ACK")) == acks_before + 1
     assert not [e for e in net.alice.unclaimed if isinstance(e, ResponseReceived)]
+
+
+# -- the transport a session runs over (RFC 3261 §18.1.1, §8.1.1.7, §8.1.1.8) ------------------------
+ALICE_TCP = Peer("tcp", "127.0.0.1", 5071)  # Alice's TCP listener, on a port of its own
+BOB_TCP = Peer("tcp", "127.0.0.2", 5072)
+
+
+def tcp_session(net: Net, target: str = "sip:bob@127.0.0.2:5062;transport=tcp", peer: Peer | None = None):
+    caller = net.alice.sessions.invite(target, "sip:alice@127.0.0.1", net.now, body=OFFER, peer=peer)
+    net.flush()
+    (incoming,) = net.bob.take(IncomingCall)
+    incoming.session.answer(net.now, ANSWER)
+    net.flush()
+    return caller, incoming.session
+
+
+def test_a_session_over_tcp_sends_a_tcp_via_and_a_contact_with_transport_tcp():
+    net = Net(alice_listeners=[ALICE_TCP], bob_listeners=[BOB_TCP])
+    caller, callee = tcp_session(net)
+    caller.reinvite(net.now, OFFER.replace(b"40000", b"40002"))
+    net.flush()
+    callee.accept_reinvite(net.now, ANSWER)
+    net.flush()
+    caller.bye(net.now)
+    net.flush()
+    assert net.trace == ["INVITE →", "← 100", "← 200", "ACK →", "INVITE →", "← 100", "← 200", "ACK →",
+                         "BYE →", "← 200"]
+    assert set(net.transports) == {"tcp"}
+    invites, acks, (bye,) = sent(net, "INVITE"), sent(net, "ACK"), sent(net, "BYE")
+    for request in (*invites, *acks, bye):
+        # The Via names TCP and the TCP listener's address (§18.1.1), with a branch and rport.
+        assert request.vias[0].startswith("SIP/2.0/TCP 127.0.0.1:5071;branch=z9hG4bK"), request.vias[0]
+        assert request.vias[0].endswith(";rport")
+    # The Contacts ask for the dialog's requests over TCP (§8.1.1.8, §12.1.1), both ways.
+    assert [i.header("Contact") for i in invites] == ["<sip:alice@127.0.0.1:5071;transport=tcp>"] * 2
+    oks = [m for m in sent(net, "200") if m.cseq_method == "INVITE"]
+    assert [m.header("Contact") for m in oks] == ["<sip:bob@127.0.0.2:5072;transport=tcp>"] * 2
+    assert caller.dialog.remote_target.params["transport"] == "tcp"
+
+
+def test_the_callees_bye_in_a_tcp_session_comes_back_over_tcp_to_the_callers_contact():
+    net = Net(alice_listeners=[ALICE_TCP], bob_listeners=[BOB_TCP])
+    caller, callee = tcp_session(net)
+    callee.bye(net.now)
+    net.flush()
+    assert net.trace[-2:] == ["← BYE", "200 →"] and net.transports[-2:] == ["tcp", "tcp"]
+    (bye,) = sent(net, "BYE")
+    assert bye.uri == "sip:alice@127.0.0.1:5071;transport=tcp"
+    assert bye.vias[0].startswith("SIP/2.0/TCP 127.0.0.2:5072;branch=")
+
+
+def test_a_session_sent_to_a_tcp_peer_stays_on_tcp_when_the_contact_names_no_transport():
+    # A phone registered over TCP: the INVITE goes to its binding's received Peer (TCP) and its
+    # Contact has no transport parameter (Bob has no TCP listener here, so his Contact is plain).
+    net = Net(alice_listeners=[ALICE_TCP])
+    caller, callee = tcp_session(net, "sip:bob@127.0.0.2:5062", peer=Peer("tcp", "127.0.0.2", 40001))
+    (invite,) = sent(net, "INVITE")
+    assert invite.vias[0].startswith("SIP/2.0/TCP 127.0.0.1:5071;branch=")
+    assert invite.header("Contact") == "<sip:alice@127.0.0.1:5071;transport=tcp>"
+    assert caller.dialog.remote_target.params.get("transport") is None
+    caller.bye(net.now)
+    net.flush()
+    (ack,), (bye,) = sent(net, "ACK"), sent(net, "BYE")
+    assert ack.vias[0].startswith("SIP/2.0/TCP ") and bye.vias[0].startswith("SIP/2.0/TCP ")
+    assert set(net.transports) == {"tcp"}
+
+
+def test_a_tcp_session_without_a_tcp_listener_names_tcp_at_the_default_address():
+    net = Net()
+    caller, _ = tcp_session(net)
+    (invite,) = sent(net, "INVITE")
+    assert invite.vias[0].startswith("SIP/2.0/TCP 127.0.0.1:5061;branch=")
+    assert invite.header("Contact") == "<sip:alice@127.0.0.1:5061>"
+
+
+def test_a_udp_session_is_unchanged_by_a_tcp_listener():
+    net = Net(alice_listeners=[ALICE_TCP], bob_listeners=[BOB_TCP])
+    caller, callee = net.answered_call()
+    caller.bye(net.now)
+    net.flush()
+    assert set(net.transports) == {"udp"}
+    (invite,), (ack,), (bye,) = sent(net, "INVITE"), sent(net, "ACK"), sent(net, "BYE")
+    for request in (invite, ack, bye):
+        via = request.vias[0]
+        assert via.startswith("SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK") and via.endswith(";rport")
+        assert len(via) == len("SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK;rport") + 16
+    assert invite.header("Contact") == "<sip:alice@127.0.0.1:5061>"
+    (ok,) = [m for m in sent(net, "200") if m.cseq_method == "INVITE"]
+    assert ok.header("Contact") == "<sip:bob@127.0.0.2:5062>"
+    assert net.alice.sessions.via().startswith("SIP/2.0/UDP 127.0.0.1:5061;branch=")

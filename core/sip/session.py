@@ -270,8 +270,9 @@ class InviteSession:
         an INFO ...). Its responses are taken and dropped: nothing in the session depends on them."""
         self._require(None, CONFIRMED)
         layer = self.layer
-        data = self.dialog.create_request(method, layer.via(), headers=headers, body=body)
-        return layer._send_request(self, method.lower(), data, self.dialog.next_hop(layer.local.transport), now)
+        hop = self._hop(self.dialog)
+        data = self.dialog.create_request(method, layer.via(hop.transport), headers=headers, body=body)
+        return layer._send_request(self, method.lower(), data, hop, now)
 
     def reinvite(self, now: float, body: bytes = b"", *, headers=()) -> ClientTransaction:
         """Send a new offer inside the dialog (§14.1); only one INVITE at a time each way."""
@@ -280,9 +281,11 @@ class InviteSession:
             raise LocalProtocolError("an INVITE of this dialog is still in progress (RFC 3261 §14.1)", 491)
         layer = self.layer
         extra = [("Content-Type", "application/sdp")] if body else []
-        data = self.dialog.create_request("INVITE", layer.via(), contact=layer.contact,
+        hop = self._hop(self.dialog)
+        data = self.dialog.create_request("INVITE", layer.via(hop.transport),
+                                          contact=layer.contact_for(hop.transport),
                                           headers=[*extra, *headers], body=body)
-        tx = layer._send_request(self, "reinvite", data, self.dialog.next_hop(layer.local.transport), now)
+        tx = layer._send_request(self, "reinvite", data, hop, now)
         self._reinvite_out = tx
         return tx
 
@@ -291,7 +294,7 @@ class InviteSession:
         tx = self._reinvite_in
         if tx is None:
             raise LocalProtocolError("no re-INVITE to answer", 500)
-        headers = [("Contact", self.layer.contact), *headers]
+        headers = [("Contact", self.layer.contact_for(tx.peer.transport)), *headers]
         if body:
             headers.append(("Content-Type", "application/sdp"))
         data = build_response(tx.msg, 200, to_tag=self.local_tag, headers=headers, body=body)
@@ -348,12 +351,18 @@ class InviteSession:
             self.layer._events.append(CallEnded(self, "no ACK"))
 
     # -- internals --------------------------------------------------------------------------------
+    def _hop(self, dialog: Dialog) -> Peer:
+        """Where a request inside ``dialog`` goes: its first Route or remote target, over the
+        transport the session runs on (the INVITE's) unless that URI names another (§12.2.1.1,
+        §18.1.1). The request's Via is then built for that hop's transport."""
+        return dialog.next_hop(self.peer.transport)
+
     def _require(self, role: str | None, *states: str) -> None:
         if (role is not None and self.role != role) or self.state not in states:
             raise LocalProtocolError(f"{self!r} cannot do that in state {self.state}", 500)
 
     def _respond_invite(self, status: int, body: bytes, headers, now: float) -> None:
-        extra = [("Contact", self.layer.contact), *headers]
+        extra = [("Contact", self.layer.contact_for(self.peer.transport)), *headers]
         if body:
             extra.append(("Content-Type", "application/sdp"))
         data = build_response(self.invite, status, to_tag=self.local_tag, headers=extra, body=body)
@@ -399,8 +408,9 @@ class InviteSession:
 
     def _send_bye(self, now: float) -> None:
         layer = self.layer
-        data = self.dialog.create_request("BYE", layer.via())
-        layer._send_request(self, "bye", data, self.dialog.next_hop(layer.local.transport), now)
+        hop = self._hop(self.dialog)
+        data = self.dialog.create_request("BYE", layer.via(hop.transport))
+        layer._send_request(self, "bye", data, hop, now)
         self._end()
 
     def _send_ack(self, response: Any, dialog: Dialog) -> None:
@@ -409,8 +419,9 @@ class InviteSession:
         layer = self.layer
         body = self.ack_body if dialog is self.dialog else b""
         headers = [("Content-Type", "application/sdp")] if body else []
-        ack = dialog.create_request("ACK", layer.via(), cseq=response.cseq, headers=headers, body=body)
-        layer.transactions.send_stateless(ack, dialog.next_hop(layer.local.transport))
+        hop = self._hop(dialog)
+        ack = dialog.create_request("ACK", layer.via(hop.transport), cseq=response.cseq, headers=headers, body=body)
+        layer.transactions.send_stateless(ack, hop)
         if dialog is self.dialog:
             self._ack, self._ack_cseq = ack, response.cseq
 
@@ -465,8 +476,10 @@ class InviteSession:
             return False  # nothing we can answer, or our answer was refused: the call fails
         self._auth_tries += 1
         layer = self.layer
-        lines = [("Via", layer.via()), ("Max-Forwards", "70"), ("From", inv.from_), ("To", inv.to),
-                 ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq + 1} INVITE"), ("Contact", layer.contact)]
+        transport = self.peer.transport
+        lines = [("Via", layer.via(transport)), ("Max-Forwards", "70"), ("From", inv.from_), ("To", inv.to),
+                 ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq + 1} INVITE"),
+                 ("Contact", layer.contact_for(transport))]
         if inv.body:
             lines.append(("Content-Type", "application/sdp"))
         lines.extend(self._extra_headers)
@@ -484,7 +497,7 @@ class InviteSession:
             if self.state == CONFIRMED or self.state == TERMINATED:
                 # A retransmission of the 2xx we have: the same ACK again (§13.2.2.4).
                 if self._ack is not None and self._ack_cseq == msg.cseq:
-                    layer.transactions.send_stateless(self._ack, self.dialog.next_hop(layer.local.transport))
+                    layer.transactions.send_stateless(self._ack, self._hop(self.dialog))
                 return
             self.dialog.confirm()
             self.dialog.refresh_from_response(msg)
@@ -495,8 +508,9 @@ class InviteSession:
             except RemoteProtocolError:
                 return
             self._send_ack(msg, other)
-            bye = other.create_request("BYE", layer.via())
-            layer._send_request(self, "bye", bye, other.next_hop(layer.local.transport), now)
+            hop = self._hop(other)
+            bye = other.create_request("BYE", layer.via(hop.transport))
+            layer._send_request(self, "bye", bye, hop, now)
             return
         else:
             if self.dialog is not None:
@@ -546,6 +560,20 @@ class InviteSession:
             self.layer._events.append(ReinviteConfirmed(self, msg))
 
 
+def _sent_by(local: Peer) -> str:
+    host = f"[{local.host}]" if ":" in local.host else local.host
+    return f"{host}:{local.port}"
+
+
+def _via_start(transport: str, sent_by: str) -> str:
+    return f"SIP/2.0/{transport.upper()} {sent_by};branch="
+
+
+def _contact(user: str, local: Peer) -> str:
+    transport = "" if local.transport == "udp" else f";transport={local.transport}"
+    return f"<sip:{user}@{_sent_by(local)}{transport}>"
+
+
 def _quoted(text: str) -> str:
     """``text`` as the inside of a quoted-string (RFC 3261 §25.1): a backslash and a double quote
     become quoted-pairs; control characters, which qdtext does not allow, are dropped."""
@@ -558,22 +586,43 @@ class SessionLayer:
     and answers what belongs to them."""
 
     def __init__(self, transactions: TransactionLayer, local: Peer, *, contact: str | None = None,
-                 user: str = "switchcore"):
+                 user: str = "switchcore", listeners=()):
+        """``local`` is the switch's own address (the first UDP listener): Call-IDs, and the Via and
+        Contact of sessions over its transport. ``listeners`` are its addresses on other transports
+        (the TCP listener): a session over one of them names it in its Via and Contact (RFC 3261
+        §18.1.1, §8.1.1.8), with ``;transport=tcp`` so that the peer's requests come back over TCP."""
         self.transactions = transactions
         self.wheel = transactions.wheel
         self.local = local
-        host = f"[{local.host}]" if ":" in local.host else local.host
-        self._sent_by = f"{host}:{local.port}"
-        transport = "" if local.transport == "udp" else f";transport={local.transport}"
-        self.contact = contact or f"<sip:{user}@{self._sent_by}{transport}>"
-        self._via_start = f"SIP/2.0/{local.transport.upper()} {self._sent_by};branch="
+        self._user = user
+        self._sent_by = _sent_by(local)
+        self.contact = contact or _contact(user, local)
+        self._via_start = _via_start(local.transport, self._sent_by)
+        # Per transport: the Via start and Contact of a session over it (the transport -> local
+        # address mapping, never a socket). A transport without a listener of its own (TCP out of
+        # a node that only listens on UDP) gets the default address under its own name in the Via.
+        self._via_starts = {local.transport: self._via_start}
+        self._contacts = {local.transport: self.contact}
+        for other in listeners:
+            if other.transport not in self._via_starts:
+                self._via_starts[other.transport] = _via_start(other.transport, _sent_by(other))
+                self._contacts[other.transport] = _contact(user, other)
         self._by_tx: dict[Any, tuple[InviteSession, str]] = {}
         self._dialogs: dict[tuple[str, str, str], InviteSession] = {}
         self._events: deque = deque()
 
-    def via(self) -> str:
-        """A top Via for a new request from us: a fresh branch and ``rport`` (RFC 3581)."""
-        return f"{self._via_start}{new_branch()};rport"
+    def via(self, transport: str | None = None) -> str:
+        """A top Via for a new request from us, sent over ``transport`` (the default: ``local``'s),
+        naming it and our address on it (RFC 3261 §18.1.1): a fresh branch and ``rport`` (RFC 3581)."""
+        start = self._via_start if transport is None else self._via_starts.get(transport)
+        if start is None:
+            start = self._via_starts[transport] = _via_start(transport, self._sent_by)
+        return f"{start}{new_branch()};rport"
+
+    def contact_for(self, transport: str) -> str:
+        """Our Contact for a dialog over ``transport`` (§8.1.1.8, §12.1.1): the peer's requests
+        inside it are sent to this URI, so it names the transport (``;transport=tcp``)."""
+        return self._contacts.get(transport, self.contact)
 
     def next_event(self):
         return self._events.popleft() if self._events else None
@@ -589,19 +638,21 @@ class SessionLayer:
         next hop taken from the target. ``credentials`` (username, password) answer a 401/407
         challenge to the INVITE (§22.2): the INVITE is sent again with the answer, CSeq one up.
         ``display`` goes in the From as its display-name (a quoted-string, §25.1)."""
+        if peer is None:
+            peer = next_hop(parse_uri(target), self.local.transport)
+        # §18.1.1: the Via names the transport the INVITE goes over; the Contact, the same one.
+        transport = peer.transport
         tag = new_tag()
         call_id = f"{random_hex(12)}@{self._sent_by}"
         name = f'"{_quoted(display)}" ' if display else ""
-        lines = [("Via", self.via()), ("Max-Forwards", "70"), ("From", f"{name}<{from_uri}>;tag={tag}"),
+        lines = [("Via", self.via(transport)), ("Max-Forwards", "70"), ("From", f"{name}<{from_uri}>;tag={tag}"),
                  ("To", f"<{target}>"), ("Call-ID", call_id), ("CSeq", "1 INVITE"),
-                 ("Contact", self.contact)]
+                 ("Contact", self.contact_for(transport))]
         if body:
             lines.append(("Content-Type", "application/sdp"))
         lines.extend(headers)
         data = build_request("INVITE", target, lines, body)
         msg = parse(data)
-        if peer is None:
-            peer = next_hop(parse_uri(target), self.local.transport)
         tx = self.transactions.send_request(data, msg, peer, now)
         session = InviteSession(self, UAC, CALLING, msg, tx, peer)
         session.credentials = credentials
