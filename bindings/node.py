@@ -5,8 +5,10 @@ timer the core asks for. Time given to the core is wall-clock seconds (``time.ti
 written to LMDB carry their expiry as wall time, so they mean the same after a restart.
 
 Calls: once the sockets are bound, the call layer (``core.call.B2BUA``) is attached to the endpoint
-with the first UDP address as the switch's own (Via, Contact). Its events drive the two other
-planes: ``MediaBridge`` / ``MediaRelease`` the media engine (``bindings/media.py``: one relay per
+with the first UDP address as the switch's own (Via, Contact), and the first TCP one as its address
+for sessions over TCP. A request to a TCP peer with no connection open opens one (RFC 3261 §18.1.1,
+``TcpRegistry.open``); one that cannot be opened is the transaction layer's transport error. The
+call layer's events drive the two other planes: ``MediaBridge`` / ``MediaRelease`` the media engine (``bindings/media.py``: one relay per
 call, its loop in its own thread), ``CallConnected`` / ``CallSummary`` the call records
 (``bindings/records.py``: the active-call journal at the answer, the record with the media figures
 at the end, through the node's one ``CdrWriter``). Each summary is also logged (``switchcore.calls``).
@@ -112,7 +114,7 @@ class Node:
         self.media: MediaPlane | None = None
         self.endpoint: Endpoint | None = None
         self.udp: dict[int, UdpTransport] = {}  # by address family
-        self.tcp = TcpRegistry()
+        self.tcp = TcpRegistry(self.on_message, config.sip.max_message_size, self.on_tcp_failed)
         self.servers: list[asyncio.base_events.Server] = []
         self.listening: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -144,6 +146,7 @@ class Node:
         )
         loop = asyncio.get_running_loop()
         local: Peer | None = None
+        listeners: list[Peer] = []  # the first address on each other transport (TCP)
         for spec in cfg.sip.listen:
             transport, host, port = parse_listen(spec)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -160,10 +163,12 @@ class Node:
                 bound = server.sockets[0].getsockname()
             where = f"[{bound[0]}]:{bound[1]}" if family == socket.AF_INET6 else f"{bound[0]}:{bound[1]}"
             self.listening.append(f"{transport}:{where}")
+            # A wildcard bind cannot be a Contact: the media address stands in for it.
+            own = cfg.media.address if bound[0] in ("0.0.0.0", "::") else bound[0]
             if local is None and transport == "udp":
-                # A wildcard bind cannot be a Contact: the media address stands in for it.
-                own = cfg.media.address if bound[0] in ("0.0.0.0", "::") else bound[0]
                 local = Peer("udp", own, bound[1])
+            elif transport != "udp" and all(p.transport != transport for p in listeners):
+                listeners.append(Peer(transport, own, bound[1]))
         try:
             self.media = MediaPlane(cfg.media, calls=cfg.calls, data_dir=cfg.node.data_dir)
         except (ValueError, OSError) as exc:
@@ -177,7 +182,7 @@ class Node:
             if problems:
                 raise StartError("; ".join(problems))
         if local is not None:
-            sessions = SessionLayer(self.endpoint.transactions, local, user=cfg.node.name)
+            sessions = SessionLayer(self.endpoint.transactions, local, user=cfg.node.name, listeners=listeners)
             self.endpoint.calls = B2BUA(cfg, sessions, registrar)
             self.endpoint.calls.start(time.time())  # agents configured "available" log in now
             if cfg.campaigns:
@@ -439,8 +444,25 @@ class Node:
                 proto = udp.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
                 if proto is not None:
                     proto.send(data, peer)
-            else:
-                self.tcp.send(data, peer)
+            elif not self.tcp.send(data, peer):
+                if data.startswith(b"SIP/2.0 "):
+                    # §18.2.2: a response goes back over the request's connection; it is gone.
+                    log.info("response to tcp %s:%s dropped: its connection is closed", peer.host, peer.port)
+                else:
+                    self.tcp.open(data, peer)
+
+    def on_tcp_failed(self, peer: Peer) -> None:
+        """No TCP connection could be opened for ``peer``: every transaction talking to it fails with
+        a transport error (RFC 3261 §17.1.1.2, §17.1.2.2: 503 for the call layer)."""
+        if self.endpoint is None:
+            return
+        now = time.time()
+        self.endpoint.transactions.transport_error(peer, now)
+        # The endpoint takes no transport error of its own: its timer step hands the layer's events
+        # (the failures) on to the call layer, as after any timer.
+        self.endpoint.handle_timer(now)
+        self.flush()
+        self.arm_timer()
 
     def arm_timer(self) -> None:
         deadline = self.endpoint.get_timer()

@@ -7,6 +7,14 @@ be recovered (§18.3), so the connection is answered once if possible and closed
 
 Every message is tagged with the ``Peer`` it came from; responses go back to that Peer (§18.2.2:
 the packet's source, not a name from the message), over the same TCP connection where there is one.
+
+A request to a TCP peer with no connection open opens one (§18.1.1): to the request's own
+destination (§8.1.2: its first Route, else its Request-URI), since a Peer learnt from a connection
+(a binding's ``received``, RFC 3261 §10.3) is that connection's far end, often an ephemeral port
+nobody listens on once it is closed. The request and what follows it to the same Peer wait until the
+connection is up; it is then read like an accepted one. A connection that cannot be opened is
+reported to the caller (``on_connect_failed``), which makes it the transaction layer's transport
+error (§17.1.1.2: 503 for the TU).
 """
 from __future__ import annotations
 
@@ -15,9 +23,15 @@ import logging
 
 from core.errors import ProtocolError
 from core.sip.addr import Peer
-from core.sip.message import StreamFramer, reply_for_malformed
+from core.sip.dialog import next_hop
+from core.sip.message import StreamFramer, parse, reply_for_malformed
+from core.sip.uri import parse_name_addr_list, parse_uri
 
 log = logging.getLogger("switchcore.transport")
+
+# How long an outbound TCP connection may take to open before it counts as a transport error:
+# well inside Timer B (64*T1, 32 s), so that the call layer hears 503 and can try elsewhere.
+TCP_CONNECT_TIMEOUT = 10.0
 
 
 def _peer(transport: str, addr) -> Peer:
@@ -59,7 +73,7 @@ class UdpTransport(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One accepted TCP connection, framed by Content-Length."""
+    """One TCP connection, accepted or opened by us, framed by Content-Length."""
 
     def __init__(self, registry: "TcpRegistry", on_message, max_size: int):
         self.registry = registry
@@ -67,11 +81,12 @@ class TcpConnection(asyncio.Protocol):
         self.framer = StreamFramer(max_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
+        self.names: list[Peer] = []  # every Peer the registry knows it by (its far end first)
 
     def connection_made(self, transport):
         self.transport = transport
         self.peer = _peer("tcp", transport.get_extra_info("peername"))
-        self.registry.connections[self.peer] = self
+        self.registry.add(self.peer, self)
 
     def data_received(self, data):
         try:
@@ -89,8 +104,10 @@ class TcpConnection(asyncio.Protocol):
             self.on_message(message, self.peer)
 
     def connection_lost(self, exc):
-        if self.peer is not None and self.registry.connections.get(self.peer) is self:
-            del self.registry.connections[self.peer]
+        connections = self.registry.connections
+        for name in self.names:
+            if connections.get(name) is self:
+                del connections[name]
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -102,20 +119,83 @@ class TcpConnection(asyncio.Protocol):
 
 
 class TcpRegistry:
-    """The live TCP connections of a node, by the Peer at their far end."""
+    """The live TCP connections of a node, by the Peer at their far end (and, for one we opened,
+    the Peer we opened it for), and the ones being opened."""
 
-    def __init__(self):
+    def __init__(self, on_message=None, max_size: int = 65536, on_connect_failed=None):
         self.connections: dict[Peer, TcpConnection] = {}
+        self.on_message = on_message
+        self.max_size = max_size
+        self.on_connect_failed = on_connect_failed  # called with the Peer that cannot be reached
+        self._opening: dict[Peer, list[bytes]] = {}  # Peer -> what waits for its connection
+        self._tasks: set[asyncio.Task] = set()
+
+    def add(self, name: Peer, conn: TcpConnection) -> None:
+        self.connections[name] = conn
+        conn.names.append(name)
 
     def send(self, data: bytes, peer: Peer) -> bool:
+        """Send over the connection to ``peer``, or queue behind the one being opened to it; False
+        when there is neither (see ``open``)."""
         conn = self.connections.get(peer)
-        if conn is None:
-            # §18.2.2 would open a new connection to the sent-by; phones that talk TCP to us keep
-            # their connection open, so a response with no connection left is dropped.
-            return False
-        conn.send(data)
-        return True
+        if conn is not None:
+            conn.send(data)
+            return True
+        waiting = self._opening.get(peer)
+        if waiting is not None:
+            waiting.append(data)
+            return True
+        return False
+
+    def open(self, request: bytes, peer: Peer) -> None:
+        """§18.1.1: open a connection for ``request``, which has none to ``peer``, to the request's
+        own destination, and send it there once connected. Responses are not sent this way
+        (§18.2.2: they go back over the connection the request came on, or not at all)."""
+        try:
+            destination = request_destination(request)
+        except (ProtocolError, ValueError) as exc:
+            log.info("request to %s:%s dropped: no destination in it (%s)", peer.host, peer.port, exc)
+            return
+        self._opening[peer] = [request]
+        task = asyncio.get_running_loop().create_task(self._open(peer, destination))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open(self, peer: Peer, destination: Peer) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: TcpConnection(self, self.on_message, self.max_size),
+                                       destination.host, destination.port),
+                TCP_CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._opening.pop(peer, None)
+            log.info("tcp connection to %s:%s (for %s:%s) failed: %s", destination.host, destination.port,
+                     peer.host, peer.port, exc or "timed out")
+            if self.on_connect_failed is not None:
+                self.on_connect_failed(peer)
+            return
+        # Known by its far end already; by the Peer it was opened for and by the destination as
+        # written too, unless a connection of their own has appeared meanwhile.
+        for name in (peer, destination):
+            if name not in self.connections:
+                self.add(name, conn)
+        for data in self._opening.pop(peer, ()):
+            conn.send(data)
 
     def close_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._opening.clear()
         for conn in list(self.connections.values()):
             conn.close()
+
+
+def request_destination(request: bytes) -> Peer:
+    """Where a connection for ``request`` goes (RFC 3261 §8.1.2, §18.1.1): its first Route, else its
+    Request-URI; the port 5060 if none is written, TCP whatever the URI's transport parameter."""
+    msg = parse(request)
+    routes = msg.header_values("Route")
+    uri = parse_name_addr_list(routes[0])[0].uri if routes else parse_uri(msg.uri)
+    hop = next_hop(uri, "tcp")
+    return Peer("tcp", hop.host, hop.port)
