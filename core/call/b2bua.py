@@ -1870,7 +1870,8 @@ class B2BUA:
         try:
             leg.session.request("NOTIFY", now, headers=[
                 ("Event", "refer"), ("Subscription-State", state),
-                ("Contact", self.sessions.contact), ("Content-Type", "message/sipfrag;version=2.0")],
+                ("Contact", self.sessions.contact_for(leg.session.peer.transport)),
+                ("Content-Type", "message/sipfrag;version=2.0")],
                 body=f"SIP/2.0 {status_line}\r\n".encode())
         except ProtocolError:
             pass  # the referrer's dialog is gone: nobody to tell
