@@ -456,11 +456,7 @@ class Node:
         a transport error (RFC 3261 §17.1.1.2, §17.1.2.2: 503 for the call layer)."""
         if self.endpoint is None:
             return
-        now = time.time()
-        self.endpoint.transactions.transport_error(peer, now)
-        # The endpoint takes no transport error of its own: its timer step hands the layer's events
-        # (the failures) on to the call layer, as after any timer.
-        self.endpoint.handle_timer(now)
+        self.endpoint.transport_error(peer, time.time())
         self.flush()
         self.arm_timer()
 

@@ -101,6 +101,13 @@ class Endpoint:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
         self._process_events(now)
 
+    def transport_error(self, peer: Peer, now: float) -> None:
+        """The bindings could not reach ``peer`` (a TCP connection that could not be opened): the
+        transactions talking to it fail (RFC 3261 §17.1.1.2, §17.1.2.2), and the call layer hears it
+        (a 503 for a call whose leg it was)."""
+        self.transactions.transport_error(peer, now)
+        self._process_events(now)
+
     def get_timer(self) -> float | None:
         wheel = self.transactions.wheel.next_deadline()
         housekeeping = self._next_housekeeping
