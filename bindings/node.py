@@ -8,11 +8,12 @@ Calls: once the sockets are bound, the call layer (``core.call.B2BUA``) is attac
 with the first UDP address as the switch's own (Via, Contact), and the first TCP one as its address
 for sessions over TCP. A request to a TCP peer with no connection open opens one (RFC 3261 §18.1.1,
 ``TcpRegistry.open``); one that cannot be opened is the transaction layer's transport error. The
-call layer's events drive the two other planes: ``MediaBridge`` / ``MediaRelease`` the media engine (``bindings/media.py``: one relay per
-call, its loop in its own thread), ``CallConnected`` / ``CallSummary`` the call records
-(``bindings/records.py``: the active-call journal at the answer, the record with the media figures
-at the end, through the node's one ``CdrWriter``). Each summary is also logged (``switchcore.calls``).
-Opening the CDR writer closes, as "interrupted", the answered calls a crash left in the journal.
+call layer's events drive the two other planes: ``MediaBridge`` / ``MediaRelease`` the media engine
+(``bindings/media.py``: one relay per call, its loop in its own thread), ``CallConnected`` /
+``CallSummary`` the call records (``bindings/records.py``: the active-call journal at the answer,
+the record with the media figures at the end, through the node's one ``CdrWriter``). Each summary is
+also logged (``switchcore.calls``). Opening the CDR writer closes, as "interrupted", the answered
+calls a crash left in the journal.
 
 Stopping (SIGTERM or SIGINT): new requests are refused with 503, ringing calls get 503 and
 answered ones a BYE on both legs (each leaves its record), what is queued to send is sent, the
