@@ -2,8 +2,9 @@
 call to user 1001, registered from Carol's desk phone and Dave's softphone, rings both at once, each
 on an INVITE of its own. The first 2xx wins and the other leg is CANCELled with "Call completed
 elsewhere" (RFC 3326); a 2xx that comes too late is ACKed and BYEd; when every leg fails the caller
-gets the most useful failure, and a 6xx ends the call at once. In memory, with the harness of
-test_b2bua.py."""
+gets the most useful failure, and a 6xx ends the call at once. A queue offer to an agent whose
+phone has two contacts rings both the same way, the ACD seeing one offer per agent. In memory, with
+the harness of test_b2bua.py."""
 from __future__ import annotations
 
 import pytest
@@ -270,3 +271,171 @@ def test_one_contact_is_called_as_before(tmp_path):
     (cancel,) = [parse(d) for label, d in net.seen("carol") if label == "CANCEL"]
     assert cancel.header("Reason") is None
     net.close()
+
+
+# -- queue offers: an agent whose phone has several contacts ------------------------------------------
+SOFT = Peer("udp", "127.0.6.6", 5066)  # agent Carol's softphone, user 1001 like her desk phone
+SOFT_ANSWER = ANSWER.replace(b"127.0.2.2", b"127.0.6.6").replace(b"50000", b"56000")
+
+
+class QueueNet(Net):
+    """The queue of test_hosted.py (linear: agent carol on user 1001, then dave on 1002), Carol's
+    phone registered from her desk phone and her softphone."""
+
+    def __init__(self, tmp_path, strategy: str = "linear"):
+        from tests.test_hosted import DAVE as DAVE_1002
+        from tests.test_hosted import HOSTED as QUEUES
+
+        super().__init__(tmp_path, QUEUES.replace('strategy = "linear"', f'strategy = "{strategy}"'))
+        self.soft = UA(SOFT, "soft")
+        self.nodes[SOFT] = self.soft
+        self.dave = UA(DAVE_1002, "dave")
+        self.nodes[DAVE_1002] = self.dave
+        register(self, self.carol, "1001", "secret1001", call_id="reg-desk")
+        register(self, self.soft, "1001", "secret1001", call_id="reg-soft")
+        register(self, self.dave, "1002", "secret1002", call_id="reg-dave")
+
+    def queued(self):
+        caller = self.dial("800")
+        return caller, self.incoming(self.carol), self.incoming(self.soft)
+
+    def requests(self, who: str, method: str):
+        return [parse(d) for label, d in self.seen(who, "switch") if label == method]
+
+    def log(self):
+        from core.acd.log import QueueLogEntry
+
+        return [(e.kind, e.agent, e.reason) for e in self.switch.events
+                if isinstance(e, QueueLogEntry) and e.kind not in ("status", "state")]
+
+
+@pytest.fixture
+def qnet(tmp_path):
+    n = QueueNet(tmp_path)
+    yield n
+    n.close()
+
+
+def test_an_offer_rings_every_contact_of_the_agent_and_the_softphone_answers(qnet):
+    caller, desk, soft = qnet.queued()
+    assert caller.state == CONFIRMED and qnet.dave.events == []  # linear: only carol is offered
+    (to_desk,) = qnet.requests("carol", "INVITE")
+    (to_soft,) = qnet.requests("soft", "INVITE")
+    assert to_desk.uri == "sip:1001@127.0.3.3:5063" and to_soft.uri == "sip:1001@127.0.6.6:5066"
+    assert to_desk.call_id != to_soft.call_id
+    desk.ring(qnet.now)
+    soft.ring(qnet.now)
+    qnet.flush()
+    soft.answer(qnet.now + 3, SOFT_ANSWER)
+    qnet.flush(qnet.now + 3)
+    assert soft.state == CONFIRMED and desk.state == TERMINATED
+    assert qnet.trace("switch", "carol")[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+    (cancel,) = qnet.requests("carol", "CANCEL")
+    assert cancel.header("Reason") == ELSEWHERE
+    assert "CANCEL" not in [label for label, _ in qnet.seen("soft")]
+    (bridge,) = [b for b in qnet.switch.take(MediaBridge) if b.leg_b_remote is not None]
+    assert bridge.leg_b_remote == ("127.0.6.6", 56000)
+    assert qnet.log() == [("join", "", ""), ("offer", "carol", ""), ("answer", "carol", "")]
+    stats = qnet.switch.calls.acd.queue_stats("sales", qnet.now)
+    assert (stats.answered, stats.waiting) == (1, 0)
+    caller.bye(qnet.now + 20)
+    qnet.flush(qnet.now + 20)
+    (s,) = qnet.switch.take(CallSummary)
+    assert (s.agent, s.disposition, s.leg_b_uri, s.leg_b_call_id) == (
+        "carol", "answered", "sip:1001@127.0.6.6:5066", to_soft.call_id)
+    (seg,) = s.segments
+    assert (seg.answered_by, seg.agents_offered) == ("carol", ("carol",))
+    calls = qnet.switch.calls
+    assert calls.active_calls() == 0 and not calls._by_session
+
+
+def test_both_contacts_failing_is_one_miss_of_the_agent_and_the_next_agent_is_offered(qnet):
+    caller, desk, soft = qnet.queued()
+    soft.ring(qnet.now)
+    qnet.flush()
+    desk.reject(qnet.now + 1, 486)
+    qnet.flush(qnet.now + 1)
+    # The softphone still rings: the agent has not missed the offer yet.
+    assert qnet.log() == [("join", "", ""), ("offer", "carol", "")]
+    assert qnet.dave.events == []
+    soft.reject(qnet.now + 5, 480)
+    qnet.flush(qnet.now + 5)
+    # One miss, with the most useful failure (busy), and the caller goes on to dave.
+    assert qnet.log()[2:] == [("noanswer", "carol", "status 486"), ("offer", "dave", "")]
+    assert qnet.switch.calls.acd.agent_stats("carol", qnet.now).missed_offers == 1
+    dave = qnet.incoming(qnet.dave)
+    dave.answer(qnet.now + 1, ANSWER.replace(b"127.0.2.2", b"127.0.4.4"))
+    qnet.flush(qnet.now + 1)
+    assert caller.state == CONFIRMED and dave.state == CONFIRMED
+    assert qnet.log()[-1] == ("answer", "dave", "")
+    caller.bye(qnet.now + 5)
+    qnet.flush(qnet.now + 5)
+    (s,) = qnet.switch.take(CallSummary)
+    assert s.agent == "dave" and s.segments[0].agents_offered == ("carol", "dave")
+    assert not qnet.switch.calls._by_session
+
+
+def test_the_offers_ring_timeout_cancels_every_contact_of_the_agent(qnet):
+    caller, desk, soft = qnet.queued()
+    desk.ring(qnet.now)
+    soft.ring(qnet.now)
+    qnet.flush()
+    qnet.run_until(qnet.now + 15.5)  # the queue's ring timeout
+    for who in ("carol", "soft"):
+        assert qnet.trace("switch", who)[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+        (cancel,) = qnet.requests(who, "CANCEL")
+        assert cancel.header("Reason") is None  # a missed call on each phone
+    assert desk.state == TERMINATED and soft.state == TERMINATED
+    assert [e for e in qnet.log() if e[0] == "noanswer"] == [("noanswer", "carol", "timeout")]
+    assert qnet.switch.calls.acd.agent_stats("carol", qnet.now).missed_offers == 1
+    assert caller.state == CONFIRMED  # still queued: dave is offered next
+    assert qnet.incoming(qnet.dave)
+
+
+def test_the_caller_hanging_up_cancels_every_contact_of_the_agent(qnet):
+    caller, desk, soft = qnet.queued()
+    desk.ring(qnet.now)
+    soft.ring(qnet.now)
+    qnet.flush()
+    caller.bye(qnet.now + 2)
+    qnet.flush(qnet.now + 2)
+    for who in ("carol", "soft"):
+        assert "CANCEL →" in qnet.trace("switch", who)
+    assert desk.state == TERMINATED and soft.state == TERMINATED
+    assert [e[0] for e in qnet.log()] == ["join", "offer", "abandon"]
+    calls = qnet.switch.calls
+    assert calls.active_calls() == 0 and not calls._by_session
+
+
+def test_a_decline_on_one_contact_is_the_agents_refusal_and_cancels_the_other(qnet):
+    caller, desk, soft = qnet.queued()
+    desk.ring(qnet.now)
+    soft.ring(qnet.now)
+    qnet.flush()
+    soft.reject(qnet.now + 1, 603, "Decline")
+    qnet.flush(qnet.now + 1)
+    (cancel,) = qnet.requests("carol", "CANCEL")
+    assert cancel.header("Reason") == "SIP;cause=603" and desk.state == TERMINATED
+    assert qnet.log()[2:] == [("noanswer", "carol", "status 603"), ("offer", "dave", "")]
+
+
+def test_ring_all_another_agent_answering_cancels_every_contact_of_the_agent(tmp_path):
+    qnet = QueueNet(tmp_path, "ring_all")
+    caller, desk, soft = qnet.queued()
+    dave = qnet.incoming(qnet.dave)
+    for leg in (desk, soft, dave):
+        leg.ring(qnet.now)
+    qnet.flush()
+    dave.answer(qnet.now + 2, ANSWER.replace(b"127.0.2.2", b"127.0.4.4"))
+    qnet.flush(qnet.now + 2)
+    assert caller.state == CONFIRMED and dave.state == CONFIRMED
+    for who in ("carol", "soft"):
+        assert qnet.trace("switch", who)[-4:] == ["CANCEL →", "← 200", "← 487", "ACK →"]
+    assert desk.state == TERMINATED and soft.state == TERMINATED
+    assert [e for e in qnet.log() if e[0] in ("answer", "noanswer")] == [("answer", "dave", "")]
+    caller.bye(qnet.now + 5)
+    qnet.flush(qnet.now + 5)
+    (s,) = qnet.switch.take(CallSummary)
+    assert s.agent == "dave"
+    assert all(session.call_id != soft.call_id for session in qnet.switch.calls._by_session)
+    qnet.close()

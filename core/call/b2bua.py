@@ -443,7 +443,8 @@ class Call:
                  "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
                  "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
                  "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt",
-                 "transfer", "detached", "transferred_to", "announce_timer", "outbound", "forks", "fork_best")
+                 "transfer", "detached", "transferred_to", "announce_timer", "outbound", "forks", "fork_best",
+                 "offer_forks", "offer_best")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -499,6 +500,10 @@ class Call:
         # for one contact; and the most useful failure so far, (status, leg) (RFC 3261 §16.7.6).
         self.forks: list[Leg] = []
         self.fork_best: tuple[int, Leg] | None = None
+        # An agent offered the call whose phone has several contacts: every leg still ringing one of
+        # them (``offers[agent]`` among them), and the most useful failure so far; no entry for one.
+        self.offer_forks: dict[str, list[Leg]] = {}
+        self.offer_best: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -1372,6 +1377,10 @@ class B2BUA:
         if call.forks and self._fork_event(call, session, type(event), event, now):
             return
         agent = next((a for a, leg in call.offers.items() if leg.session is session), None)
+        if agent is None and call.offer_forks:
+            agent = next((a for a, legs in call.offer_forks.items() if any(f.session is session for f in legs)), None)
+        if agent is not None and agent in call.offer_forks and self._offer_fork_event(call, agent, session, event, now):
+            return
         direct = agent is None and call.b is not None and session is call.b.session
         if agent is None and not direct:
             return  # a leg already given up (a 2xx crossing our CANCEL: the session BYEs it)
@@ -1416,12 +1425,63 @@ class B2BUA:
         elif isinstance(event, CallFailed):
             if agent is not None:
                 call.offers.pop(agent, None)
-                reason = "timeout" if event.status in (408, 480) else f"status {event.status}"
-                self._log(now, "noanswer", queue=call.queue, member=call.id, agent=agent, reason=reason)
-                missed = acd_model.NoAnswer if event.status in (408, 480) else acd_model.OfferRejected
-                self.acd.handle_event(missed(call.id, agent), now)
+                self._offer_missed(call, agent, event.status, now)
             else:
                 self._hosted_b_failed(call, event.status, now)
+
+    def _offer_missed(self, call: Call, agent: str, status: int, now: float) -> None:
+        """``agent``'s phone did not take the offer (its final failure ``status``): the ACD hears of
+        a no answer (408, 480) or a refusal."""
+        reason = "timeout" if status in (408, 480) else f"status {status}"
+        self._log(now, "noanswer", queue=call.queue, member=call.id, agent=agent, reason=reason)
+        missed = acd_model.NoAnswer if status in (408, 480) else acd_model.OfferRejected
+        self.acd.handle_event(missed(call.id, agent), now)
+
+    def _offer_fork_event(self, call: Call, agent: str, session: InviteSession, event: Any, now: float) -> bool:
+        """An event of one of the legs ringing ``agent``'s contacts for an offer; the ACD sees one
+        offer per agent. True when it is dealt with here; False when it goes on as the agent's one
+        leg, ``call.offers[agent]`` now the leg it is about: the first 2xx answers for the agent (the
+        other legs CANCELled, "Call completed elsewhere"); a failure waits for the other legs unless
+        it is a 6xx or the last, and the agent missed the offer with the most useful one."""
+        legs = call.offer_forks[agent]
+        leg = next((f for f in legs if f.session is session), None)
+        if leg is None:
+            return False
+        kind = type(event)
+        if kind is ProvisionalReceived:
+            if leg.ringing is None:
+                leg.ringing = now
+            return True
+        if kind is CallAnswered:
+            call.offers[agent] = leg
+            self._drop_offer_legs(call, agent, leg, now, COMPLETED_ELSEWHERE)
+            return False
+        if kind is not CallFailed:
+            return False
+        status = event.status
+        legs.remove(leg)
+        self._by_session.pop(session, None)
+        best = call.offer_best.get(agent)
+        if best is None or status >= 600 or _fork_rank(status) < _fork_rank(best):
+            call.offer_best[agent] = best = status
+        if status < 600 and legs:
+            if call.offers.get(agent) is leg:
+                call.offers[agent] = legs[0]
+            return True
+        # Decided: a 6xx (the rest are CANCELled, saying why), or the agent's last leg failed.
+        self._drop_offer_legs(call, agent, None, now, f"SIP;cause={status}" if status >= 600 else None)
+        call.offers.pop(agent, None)
+        self._offer_missed(call, agent, best, now)
+        return True
+
+    def _drop_offer_legs(self, call: Call, agent: str, keep: Leg | None, now: float, reason: str | None) -> None:
+        """Give up every leg still ringing ``agent``'s contacts but ``keep`` (CANCELled, with
+        ``reason`` as an RFC 3326 Reason when given); they leave the call."""
+        for leg in call.offer_forks.pop(agent, ()):
+            if leg is not keep:
+                _cancel_leg(leg.session, now, reason)
+                call.detached.append(leg)
+        call.offer_best.pop(agent, None)
 
     def _hosted_b_failed(self, call: Call, status: int, now: float) -> None:
         """The user or trunk a hosted call went on to did not answer: the caller hears busy."""
@@ -1469,6 +1529,8 @@ class B2BUA:
         self.acd.handle_event(acd_model.MemberJoined(call.id, name, call.priority), now)
 
     def _leave_queue(self, call: Call, now: float, outcome: QueueOutcome, agent: str = "") -> None:
+        for other_agent in list(call.offer_forks):  # an agent's other contacts still ringing
+            self._drop_offer_legs(call, other_agent, call.offers.get(other_agent), now, None)
         for other in call.offers.values():
             if other.session is not None and other.session.state != TERMINATED:
                 other.session.bye(now)
@@ -1504,17 +1566,22 @@ class B2BUA:
         return ahead + 1
 
     def _offer(self, call: Call, agent: str, now: float) -> None:
-        """Ring ``agent``'s phone for the queued ``call`` (the ACD's Offer)."""
+        """Ring ``agent``'s phone for the queued ``call`` (the ACD's Offer): every contact of its first
+        registered phone, one leg each, the first in ``call.offers`` and all of them in
+        ``call.offer_forks`` when there are several (``_offer_fork_event``)."""
         config = self.config.agent(agent)
-        binding = next((bs[0] for phone in config.phones if (bs := self.registrar.lookup(phone, now))), None)
+        bindings = next((bs for phone in config.phones if (bs := self.registrar.lookup(phone, now))), ())
         call.offered_to.append(agent)
         self._log(now, "offer", queue=call.queue, member=call.id, agent=agent)
-        leg = self._dial(call, binding.contact, binding.received, now) if binding is not None else None
-        if leg is None:
+        legs = [leg for binding in bindings
+                if (leg := self._dial(call, binding.contact, binding.received, now)) is not None]
+        if not legs:
             self._log(now, "noanswer", queue=call.queue, member=call.id, agent=agent, reason="unreachable")
             self.acd.handle_event(acd_model.OfferRejected(call.id, agent), now)
             return
-        call.offers[agent] = leg
+        call.offers[agent] = legs[0]
+        if len(legs) > 1:
+            call.offer_forks[agent] = legs
 
     def _acd_step(self, now: float) -> bool:
         """Act on what the ACD handed out; False when there was nothing. Re-arms its timer."""
@@ -1530,7 +1597,9 @@ class B2BUA:
                     acd.handle_event(acd_model.OfferRejected(out.member, out.agent), now)
             elif isinstance(out, (acd_model.OfferCancelled, acd_model.OfferTimedOut)):
                 leg = call.offers.pop(out.agent, None) if call is not None else None
-                if leg is not None and leg.session is not None and leg.session.state != TERMINATED:
+                if leg is not None and out.agent in call.offer_forks:
+                    self._drop_offer_legs(call, out.agent, None, now, None)  # every contact ringing
+                elif leg is not None and leg.session is not None and leg.session.state != TERMINATED:
                     leg.session.bye(now)  # CANCEL while it rings
                 if isinstance(out, acd_model.OfferTimedOut) and call is not None:
                     self._log(now, "noanswer", queue=out.queue, member=out.member, agent=out.agent, reason="timeout")
