@@ -437,5 +437,5 @@ def test_ring_all_another_agent_answering_cancels_every_contact_of_the_agent(tmp
     qnet.flush(qnet.now + 5)
     (s,) = qnet.switch.take(CallSummary)
     assert s.agent == "dave"
-    assert all(session.call_id != soft.call_id for session in qnet.switch.calls._by_session)
+    assert not qnet.switch.calls._by_session  # the losing agent's legs are forgotten with the call
     qnet.close()

@@ -1534,6 +1534,9 @@ class B2BUA:
         for other in call.offers.values():
             if other.session is not None and other.session.state != TERMINATED:
                 other.session.bye(now)
+                # It leaves the call: what it still says (the 487 of its CANCEL) is absorbed, and its
+                # session is forgotten once it ends rather than kept for the life of the node.
+                call.detached.append(other)
         call.offers.clear()
         call.segments.append(QueueSegment(queue=call.queue, joined=call.joined, left=now, outcome=outcome,
                                           agents_offered=tuple(call.offered_to), answered_by=agent))
