@@ -23,6 +23,33 @@ PACKETS = 50  # per side and call: 1 s of 20 ms PCMU
 CALLS = 3
 
 
+def user_config(name: str, media: str, rtp_min: int, rtp_max: int) -> str:
+    """A node named ``name`` whose media is on ``media`` (ports rtp_min..rtp_max), with user 1001
+    (password secret1001, MD5 digest as SIPp answers it) and the number 1001 routed to that user."""
+    return f"""
+[node]
+name = "{name}"
+
+[registrar]
+algorithms = ["MD5", "SHA-256"]  # SIPp answers MD5 challenges only
+
+[media]
+address = "{media}"
+rtp_port_min = {rtp_min}
+rtp_port_max = {rtp_max}
+
+[[users]]
+name = "1001"
+password = "secret1001"
+
+[[routes]]
+name = "user"
+match = "exact"
+pattern = "1001"
+target = "user:1001"
+"""
+
+
 def node_config(uas_port: int, media: str, rtp_min: int, rtp_max: int) -> str:
     """A node whose media is on ``media`` (ports rtp_min..rtp_max) and whose route "0…" goes to the SIPp UAS."""
     return f"""

@@ -7,13 +7,12 @@ call record the stopped node left in LMDB names the phone that answered as leg B
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from core.cdr.record import Disposition, HangupBy
 from tests.interop.sippcalls import (UAS_HOST, counters_of, read_records, register_phone, sipp_command,
-                                     stop_process, wait_bound)
+                                     stop_process, user_config, wait_bound)
 from tests.node import HOST, free_port
 
 pytestmark = pytest.mark.interop
@@ -23,33 +22,8 @@ RTP_MIN, RTP_MAX = 24000, 24999
 SOFT_HOST = "127.0.0.3"  # the second phone, on an address of its own
 
 
-def config() -> str:
-    return f"""
-[node]
-name = "forking-test"
-
-[registrar]
-algorithms = ["MD5", "SHA-256"]  # SIPp answers MD5 challenges only
-
-[media]
-address = "{MEDIA}"
-rtp_port_min = {RTP_MIN}
-rtp_port_max = {RTP_MAX}
-
-[[users]]
-name = "1001"
-password = "secret1001"
-
-[[routes]]
-name = "user"
-match = "exact"
-pattern = "1001"
-target = "user:1001"
-"""
-
-
 def test_both_phones_ring_one_answers_the_other_is_cancelled_completed_elsewhere(sipp, start_node, tmp_path):
-    node = start_node(config())
+    node = start_node(user_config("forking-test", MEDIA, RTP_MIN, RTP_MAX))
     workdir = tmp_path / "sipp"
     workdir.mkdir()
     phones = {"desk": (UAS_HOST, free_port(UAS_HOST), "uas_fork_answer.xml"),

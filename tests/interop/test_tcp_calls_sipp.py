@@ -14,38 +14,13 @@ import time
 
 import pytest
 
-from tests.interop.sippcalls import UAS_HOST, counters_of, sipp_command, stop_process
+from tests.interop.sippcalls import UAS_HOST, counters_of, sipp_command, stop_process, user_config
 from tests.node import HOST, free_port
 
 pytestmark = pytest.mark.interop
 
 MEDIA = "127.0.0.9"
 RTP_MIN, RTP_MAX = 25000, 25999
-
-
-def config() -> str:
-    return f"""
-[node]
-name = "tcp-test"
-
-[registrar]
-algorithms = ["MD5", "SHA-256"]  # SIPp answers MD5 challenges only
-
-[media]
-address = "{MEDIA}"
-rtp_port_min = {RTP_MIN}
-rtp_port_max = {RTP_MAX}
-
-[[users]]
-name = "1001"
-password = "secret1001"
-
-[[routes]]
-name = "user"
-match = "exact"
-pattern = "1001"
-target = "user:1001"
-"""
 
 
 def over_tcp(command: list[str]) -> list[str]:
@@ -75,7 +50,7 @@ def _taken(host: str, port: int) -> bool:
 
 
 def test_a_sipp_phone_registered_over_tcp_answers_a_udp_caller(sipp, start_node, tmp_path):
-    node = start_node(config())
+    node = start_node(user_config("tcp-test", MEDIA, RTP_MIN, RTP_MAX))
     workdir = tmp_path / "sipp"
     workdir.mkdir()
     port = free_port(UAS_HOST)
