@@ -265,7 +265,7 @@ def test_one_contact_is_called_as_before(tmp_path):
     caller = net.dial("1001")
     assert len(net.carol.take(IncomingCall)) == 1
     (call,) = net.switch.calls.calls.values()
-    assert call.forks == []
+    assert call.forks is None
     caller.cancel(net.now)
     net.flush()
     (cancel,) = [parse(d) for label, d in net.seen("carol") if label == "CANCEL"]

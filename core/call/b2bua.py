@@ -320,6 +320,29 @@ def _fork_rank(status: int) -> int:
     return 4
 
 
+class Forks:
+    """Legs ringing every contact of one user at once (a call's leg b, or one agent's queue offer):
+    those still ringing, and the most useful final failure so far as (status, leg) (RFC 3261 §16.7.6)."""
+
+    __slots__ = ("legs", "best")
+
+    def __init__(self, legs: list["Leg"]):
+        self.legs = legs
+        self.best: tuple[int, Leg] | None = None
+
+    def leg_of(self, session: InviteSession) -> "Leg | None":
+        return next((leg for leg in self.legs if leg.session is session), None)
+
+    def failed(self, leg: "Leg", status: int) -> bool:
+        """``leg`` gave up with ``status``; True when that decides the whole: a 6xx (§16.7.6: it wins
+        at once) or the last leg, ``best`` then the failure to report."""
+        self.legs.remove(leg)
+        best = self.best
+        if best is None or status >= 600 or _fork_rank(status) < _fork_rank(best[0]):
+            self.best = (status, leg)
+        return status >= 600 or not self.legs
+
+
 def _cancel_leg(session: InviteSession, now: float, reason: str | None) -> None:
     """Give up a leg the switch called: CANCEL it while it rings (RFC 3261 §9.1), with a Reason
     header (RFC 3326) when given; BYE it once answered (a 2xx that beat the CANCEL, §13.2.2.4)."""
@@ -443,8 +466,8 @@ class Call:
                  "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
                  "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
                  "agent", "dtmf", "hosted_sd", "busy_agents", "guard", "menu_timer", "after_prompt",
-                 "transfer", "detached", "transferred_to", "announce_timer", "outbound", "forks", "fork_best",
-                 "offer_forks", "offer_best")
+                 "transfer", "detached", "transferred_to", "announce_timer", "outbound", "forks",
+                 "offer_forks")
 
     def __init__(self, b2bua: "B2BUA", a: InviteSession, now: float):
         self.b2bua = b2bua
@@ -496,14 +519,11 @@ class Call:
         self.transferred_to = ""
         self.announce_timer = None
         self.outbound: Outbound | None = None  # set for a call the switch placed
-        # A user with several contacts: every leg still ringing one of them (``b`` among them), empty
-        # for one contact; and the most useful failure so far, (status, leg) (RFC 3261 §16.7.6).
-        self.forks: list[Leg] = []
-        self.fork_best: tuple[int, Leg] | None = None
-        # An agent offered the call whose phone has several contacts: every leg still ringing one of
-        # them (``offers[agent]`` among them), and the most useful failure so far; no entry for one.
-        self.offer_forks: dict[str, list[Leg]] = {}
-        self.offer_best: dict[str, int] = {}
+        # A user with several contacts: the legs ringing them (``b`` among them); None for one contact.
+        self.forks: Forks | None = None
+        # An agent offered the call whose phone has several contacts: the legs ringing them
+        # (``offers[agent]`` among them); no entry for one.
+        self.offer_forks: dict[str, Forks] = {}
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -1294,7 +1314,7 @@ class B2BUA:
             if leg is not None:
                 forks.append(leg)
         if len(forks) > 1:
-            call.forks = forks
+            call.forks = Forks(forks)
 
     def _fork_event(self, call: Call, session: InviteSession, kind: type, event: Any, now: float) -> bool:
         """An event of one of several legs ringing a user's contacts. True when it is dealt with here;
@@ -1302,7 +1322,8 @@ class B2BUA:
         the first ringing (or the first early media) is relayed, the first 2xx wins and the others
         are CANCELled with "Call completed elsewhere"; a failure waits for the other legs, unless it
         is a 6xx (§16.7.6: it wins at once) or the last, and the caller gets the most useful one."""
-        leg = next((f for f in call.forks if f.session is session), None)
+        forks = call.forks
+        leg = forks.leg_of(session)
         if leg is None:
             return False
         if kind is ProvisionalReceived:
@@ -1325,32 +1346,34 @@ class B2BUA:
         if kind is not CallFailed:
             return False
         status = event.status
-        call.forks.remove(leg)
         self._by_session.pop(session, None)
-        best = call.fork_best
-        if best is None or status >= 600 or _fork_rank(status) < _fork_rank(best[0]):
-            call.fork_best = best = (status, leg)
-        if status < 600 and call.forks:
+        if not forks.failed(leg, status):
             if leg is call.b:
-                call.b, call.b_uri = call.forks[0], call.forks[0].uri
+                call.b, call.b_uri = forks.legs[0], forks.legs[0].uri
             return True
         # Decided: a 6xx (the rest are CANCELled, saying why), or the last leg failed.
-        call.b, call.b_uri = best[1], best[1].uri
+        best_status, best_leg = forks.best
+        call.b, call.b_uri = best_leg, best_leg.uri
         self._drop_forks(call, None, now, f"SIP;cause={status}" if status >= 600 else None)
         if call.hosted:
-            self._hosted_b_failed(call, best[0], now)
+            self._hosted_b_failed(call, best_status, now)
         else:
-            self._b_failed(call, best[0], now)
+            self._b_failed(call, best_status, now)
         return True
 
     def _drop_forks(self, call: Call, keep: Leg | None, now: float, reason: str | None) -> None:
-        """Give up every forked leg but ``keep``: CANCELled while ringing (with ``reason`` as an RFC
-        3326 Reason), BYEd if it answered too; they leave the call, what they still say is absorbed."""
-        for leg in call.forks:
+        """Give up every leg ringing the user's contacts but ``keep`` (see ``_drop_legs``)."""
+        self._drop_legs(call, call.forks, keep, now, reason)
+        call.forks = None
+
+    @staticmethod
+    def _drop_legs(call: Call, forks: Forks, keep: Leg | None, now: float, reason: str | None) -> None:
+        """Give up every leg of ``forks`` but ``keep``: CANCELled while ringing (with ``reason`` as an
+        RFC 3326 Reason), BYEd if it answered too; they leave the call, what they still say is absorbed."""
+        for leg in forks.legs:
             if leg is not keep:
                 _cancel_leg(leg.session, now, reason)
                 call.detached.append(leg)
-        call.forks = []
 
     def _hosted_event(self, call: Call, session: InviteSession, is_a: bool, event: Any, now: float) -> None:
         if is_a:
@@ -1378,7 +1401,7 @@ class B2BUA:
             return
         agent = next((a for a, leg in call.offers.items() if leg.session is session), None)
         if agent is None and call.offer_forks:
-            agent = next((a for a, legs in call.offer_forks.items() if any(f.session is session for f in legs)), None)
+            agent = next((a for a, forks in call.offer_forks.items() if forks.leg_of(session) is not None), None)
         if agent is not None and agent in call.offer_forks and self._offer_fork_event(call, agent, session, event, now):
             return
         direct = agent is None and call.b is not None and session is call.b.session
@@ -1443,8 +1466,8 @@ class B2BUA:
         leg, ``call.offers[agent]`` now the leg it is about: the first 2xx answers for the agent (the
         other legs CANCELled, "Call completed elsewhere"); a failure waits for the other legs unless
         it is a 6xx or the last, and the agent missed the offer with the most useful one."""
-        legs = call.offer_forks[agent]
-        leg = next((f for f in legs if f.session is session), None)
+        forks = call.offer_forks[agent]
+        leg = forks.leg_of(session)
         if leg is None:
             return False
         kind = type(event)
@@ -1459,29 +1482,22 @@ class B2BUA:
         if kind is not CallFailed:
             return False
         status = event.status
-        legs.remove(leg)
         self._by_session.pop(session, None)
-        best = call.offer_best.get(agent)
-        if best is None or status >= 600 or _fork_rank(status) < _fork_rank(best):
-            call.offer_best[agent] = best = status
-        if status < 600 and legs:
+        if not forks.failed(leg, status):
             if call.offers.get(agent) is leg:
-                call.offers[agent] = legs[0]
+                call.offers[agent] = forks.legs[0]
             return True
         # Decided: a 6xx (the rest are CANCELled, saying why), or the agent's last leg failed.
         self._drop_offer_legs(call, agent, None, now, f"SIP;cause={status}" if status >= 600 else None)
         call.offers.pop(agent, None)
-        self._offer_missed(call, agent, best, now)
+        self._offer_missed(call, agent, forks.best[0], now)
         return True
 
     def _drop_offer_legs(self, call: Call, agent: str, keep: Leg | None, now: float, reason: str | None) -> None:
-        """Give up every leg still ringing ``agent``'s contacts but ``keep`` (CANCELled, with
-        ``reason`` as an RFC 3326 Reason when given); they leave the call."""
-        for leg in call.offer_forks.pop(agent, ()):
-            if leg is not keep:
-                _cancel_leg(leg.session, now, reason)
-                call.detached.append(leg)
-        call.offer_best.pop(agent, None)
+        """Give up every leg ringing ``agent``'s contacts but ``keep`` (see ``_drop_legs``)."""
+        forks = call.offer_forks.pop(agent, None)
+        if forks is not None:
+            self._drop_legs(call, forks, keep, now, reason)
 
     def _hosted_b_failed(self, call: Call, status: int, now: float) -> None:
         """The user or trunk a hosted call went on to did not answer: the caller hears busy."""
@@ -1584,7 +1600,7 @@ class B2BUA:
             return
         call.offers[agent] = legs[0]
         if len(legs) > 1:
-            call.offer_forks[agent] = legs
+            call.offer_forks[agent] = Forks(legs)
 
     def _acd_step(self, now: float) -> bool:
         """Act on what the ACD handed out; False when there was nothing. Re-arms its timer."""
