@@ -221,6 +221,10 @@ class Net:
         """(label, bytes) of every datagram ``by`` received (from ``src`` if given)."""
         return [(label, data) for s, d, label, data in self.wire if d == by and (src is None or s == src)]
 
+    def requests(self, who: str, method: str, src: str = "switch") -> list:
+        """Every ``method`` request ``who`` received from ``src``, parsed."""
+        return [parse(d) for label, d in self.seen(who, src) if label == method]
+
     def trace(self, a: str, b: str) -> list[str]:
         """The flow between two parties, RFC 3665 style: "INVITE →" from a, "← 180" from b."""
         out = []

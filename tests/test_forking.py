@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pytest
 
+from core.acd.log import QueueLogEntry
 from core.call import CallSummary, MediaBridge
 from core.call.b2bua import MediaPlay
 from core.sip.addr import Peer
-from core.sip.message import parse
 from core.sip.session import CONFIRMED, TERMINATED, CallCancelled, CallEnded, CallFailed, IncomingCall
 from tests.test_b2bua import ANSWER, CONFIG, UA, Net, register, summary
+from tests.test_hosted import DAVE as DAVE_1002
+from tests.test_hosted import HOSTED as QUEUES
 
 DAVE = Peer("udp", "127.0.4.4", 5064)  # user 1001's second phone
 CAROL_ANSWER = ANSWER.replace(b"127.0.2.2", b"127.0.3.3")
@@ -45,9 +47,6 @@ class ForkNet(Net):
     def forked_call(self):
         caller = self.dial("1001")
         return caller, self.incoming(self.carol), self.incoming(self.dave)
-
-    def requests(self, who: str, method: str):
-        return [parse(d) for label, d in self.seen(who, "switch") if label == method]
 
 
 @pytest.fixture
@@ -268,7 +267,7 @@ def test_one_contact_is_called_as_before(tmp_path):
     assert call.forks is None
     caller.cancel(net.now)
     net.flush()
-    (cancel,) = [parse(d) for label, d in net.seen("carol") if label == "CANCEL"]
+    (cancel,) = net.requests("carol", "CANCEL")
     assert cancel.header("Reason") is None
     net.close()
 
@@ -283,9 +282,6 @@ class QueueNet(Net):
     phone registered from her desk phone and her softphone."""
 
     def __init__(self, tmp_path, strategy: str = "linear"):
-        from tests.test_hosted import DAVE as DAVE_1002
-        from tests.test_hosted import HOSTED as QUEUES
-
         super().__init__(tmp_path, QUEUES.replace('strategy = "linear"', f'strategy = "{strategy}"'))
         self.soft = UA(SOFT, "soft")
         self.nodes[SOFT] = self.soft
@@ -299,12 +295,7 @@ class QueueNet(Net):
         caller = self.dial("800")
         return caller, self.incoming(self.carol), self.incoming(self.soft)
 
-    def requests(self, who: str, method: str):
-        return [parse(d) for label, d in self.seen(who, "switch") if label == method]
-
     def log(self):
-        from core.acd.log import QueueLogEntry
-
         return [(e.kind, e.agent, e.reason) for e in self.switch.events
                 if isinstance(e, QueueLogEntry) and e.kind not in ("status", "state")]
 
