@@ -73,7 +73,7 @@ from core.sip.session import (
     ReinviteReceived,
     SessionLayer,
 )
-from core.sip.message import build_response
+from core.sip.message import build_response, media_type
 from core.sip.uri import parse_name_addr
 
 __all__ = [
@@ -1222,7 +1222,7 @@ class B2BUA:
     def _info(self, call: Call, event: InDialogRequest, now: float) -> None:
         """SIP INFO carrying a digit (application/dtmf-relay "Signal=5", or application/dtmf)."""
         msg = event.msg
-        kind = (msg.header("Content-Type") or "").split(";", 1)[0].strip().lower()
+        kind = media_type(msg.header("Content-Type"))
         digit = None
         text = msg.body.decode("ascii", "replace")
         if kind == "application/dtmf-relay":

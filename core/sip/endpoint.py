@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from core.errors import ProtocolError
 from core.sip.addr import Peer
-from core.sip.message import build_response, parse, reply_for_malformed
+from core.sip.message import build_response, media_type, parse, reply_for_malformed
 from core.sip.transaction import (
     RequestReceived,
     TimerConfig,
@@ -40,11 +40,6 @@ URI_SCHEMES = ("sip", "sips", "tel")
 IN_DIALOG_ONLY = ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER")
 # How often bindings past their expiry are swept.
 HOUSEKEEPING_INTERVAL = 1.0
-
-
-def _media_type(content_type: str | None) -> str:
-    """"application/SDP; charset=x" -> "application/sdp" (types compare case-insensitively)."""
-    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def _malformed_reply_peer(reply: bytes, peer: Peer) -> Peer:
@@ -203,7 +198,7 @@ class Endpoint:
             reply = self.registrar.handle_register(msg, peer, now)
             self._respond(tx, msg, reply.status, reply.reason, reply.headers, now)
         elif method == "INVITE":
-            if msg.body and _media_type(msg.header("Content-Type")) != ACCEPT:
+            if msg.body and media_type(msg.header("Content-Type")) != ACCEPT:
                 # §8.2.3: a body we cannot read gets 415 with what we accept.
                 self._respond(tx, msg, 415, "Unsupported Media Type", [("Accept", ACCEPT)], now)
             elif msg.to_tag:

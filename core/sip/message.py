@@ -29,8 +29,15 @@ reply_for_malformed = _impl.reply_for_malformed
 canonical_name = _pysip.canonical_name
 MAX_SIZE = _pysip.MAX_SIZE
 
+
+def media_type(content_type: str | None) -> str:
+    """A Content-Type's type/subtype, its parameters dropped and in lower case (RFC 3261 §20.15:
+    "application/SDP; charset=x" is "application/sdp"); "" for none."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 __all__ = [
     "IMPLEMENTATIONS", "MAX_SIZE", "Message", "NameAddr", "ProtocolError", "RemoteProtocolError",
-    "StreamFramer", "URI", "Via", "build_request", "build_response", "canonical_name", "parse",
+    "StreamFramer", "URI", "Via", "build_request", "build_response", "canonical_name", "media_type", "parse",
     "parse_name_addr", "parse_uri", "reply_for_malformed",
 ]

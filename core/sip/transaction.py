@@ -704,7 +704,7 @@ class TransactionLayer:
         key = (branch, method)
         if key in self._client:
             raise LocalProtocolError(f"branch {branch} is already used by a {method} transaction", 500)
-        if len(self._server) + len(self._client) >= self.max_transactions:
+        if len(self) >= self.max_transactions:
             self.overloaded += 1
             raise LocalProtocolError("too many transactions", 503)
         cls = ClientInviteTransaction if method == "INVITE" else ClientNonInviteTransaction
@@ -789,7 +789,7 @@ class TransactionLayer:
         if method == "ACK":
             self._events.append(AckReceived(msg, peer))
             return
-        if len(self._server) + len(self._client) >= self.max_transactions:
+        if len(self) >= self.max_transactions:
             # Over the limit: answer 503 and keep no state (RFC 3261 §21.5.4).
             self.overloaded += 1
             reply = build_response(msg, 503, to_tag=msg.to_tag or new_tag(),
