@@ -70,7 +70,8 @@ class Router:
     def __init__(self, routes: Sequence[Route]):
         self._routes = [(route, re.compile(route.pattern) if route.match == "regex" else None)
                         for route in routes]
-        self._matches: dict[tuple[str, str | None], RouteMatch | None] = {}  # see lookup
+        # The first match per (number, source), remembered as dialled_number's answers are.
+        self._first = lru_cache(maxsize=_REMEMBERED)(self._first_match)
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -78,14 +79,7 @@ class Router:
     def lookup(self, number: str, source: str | None = None) -> RouteMatch | None:
         """The first route for ``number`` from ``source`` (a trunk name, "users" or None for
         anyone else), or None: the caller gets 404. Remembered per (number, source)."""
-        key = (number, source)
-        matches = self._matches
-        match = matches.get(key, matches)
-        if match is matches:
-            if len(matches) >= _REMEMBERED:
-                matches.clear()
-            match = matches[key] = self._first_match(number, source)
-        return match
+        return self._first(number, source)
 
     def _first_match(self, number: str, source: str | None) -> RouteMatch | None:
         for route, regex in self._routes:
