@@ -122,11 +122,15 @@ class Codec(NamedTuple):
     channels: int = 1
     fmtp: str | None = None
 
+    @property
+    def format_key(self) -> tuple[str, int, int]:
+        """What names the encoding whatever payload type number it was given: the name in lower
+        case (RFC 3264 §6.1: encoding names compare without regard to case), clock and channels."""
+        return self.name.lower(), self.clock, self.channels
+
     def same_format(self, other: "Codec") -> bool:
-        """Whether ``other`` is the same encoding, whatever payload type number it was given
-        (RFC 3264 §6.1: encoding names compare without regard to case)."""
-        return (self.name.lower() == other.name.lower() and self.clock == other.clock
-                and self.channels == other.channels)
+        """Whether ``other`` is the same encoding, whatever payload type number it was given."""
+        return self.format_key == other.format_key
 
 
 @dataclass(slots=True)
@@ -813,8 +817,8 @@ def intersect_media(offered: MediaDescription, answered: MediaDescription) -> li
     by name, clock and channels, since the answer may renumber a dynamic type (RFC 4317 §2.3)."""
     if answered.port == 0 or offered.port == 0:
         return []
-    offered_formats = {(o.name.lower(), o.clock, o.channels) for o in offered.codecs()}  # as same_format
-    return [c for c in answered.codecs() if (c.name.lower(), c.clock, c.channels) in offered_formats]
+    offered_formats = {o.format_key for o in offered.codecs()}
+    return [c for c in answered.codecs() if c.format_key in offered_formats]
 
 
 def intersect(offer: SessionDescription, answer: SessionDescription) -> list[Codec]:
