@@ -4,9 +4,9 @@
     python -m pytest bench/bench_call_path.py --benchmark-enable
 
 The node's SIP path (``core.sip.endpoint.Endpoint`` with its transactions and sessions, the B2BUA,
-the SDP rewrite) is built as ``bindings/node.py`` builds it, from the config of the bench against
-Kamailio (``bench/compare_kamailio.py``: a trunk to a callee, every number routed to it), and fed the
-datagrams of the same call flow SIPp plays there (``tests/interop/scenarios/uac_call.xml`` and
+the SDP rewrite) is built as ``bindings/node.py`` builds it, from the config of the SIPp benches
+(``sipp_node.b2bua_config``: a trunk to a callee, every number routed to it), and fed the datagrams
+of the call flow SIPp plays in ``bench/compare_kamailio.py`` (``tests/interop/scenarios/uac_call.xml`` and
 ``uas_answer.xml``): INVITE with an SDP offer; 100, 180 and 200 with an answer from the callee;
 ACK; BYE from the caller; 200. The callee's responses are made from the INVITE the switch sent, as a
 UAS would. Only the switch's calls are timed (``receive_datagram`` and ``handle_timer``, draining
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core.config import decode_config  # noqa: E402
 from bindings.storage import Storage  # noqa: E402
@@ -43,14 +44,12 @@ from core.sip.addr import Peer  # noqa: E402
 from core.sip.endpoint import Endpoint  # noqa: E402
 from core.sip.session import SessionLayer  # noqa: E402
 from core.call import B2BUA  # noqa: E402
+from sipp_node import CALLEE as CALLEE_HOST, b2bua_config  # noqa: E402
 
 SWITCH = Peer("udp", "127.0.0.5", 5060)
 CALLER = Peer("udp", "127.0.0.1", 5061)
-CALLEE = Peer("udp", "127.0.0.3", 5062)
-CONFIG = (f'[media]\naddress = "127.0.0.5"\nrtp_port_min = 20000\nrtp_port_max = 60000\n'
-          f'[limits]\nmax_calls = 20000\n'
-          f'[[trunks]]\nname = "callee"\naddress = "{CALLEE.host}:{CALLEE.port}"\n'
-          f'[[routes]]\nname = "all"\npattern = "0"\ntarget = "trunk:callee"\n')
+CALLEE = Peer("udp", CALLEE_HOST, 5062)
+CONFIG = b2bua_config(CALLEE.port, 20000)
 
 OFFER = (b"v=0\r\no=caller 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
          b"m=audio 49170 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"

@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sipp_node import CALLEE, REPO, free_port, last_counts, pinned, sipp  # noqa: E402
+from sipp_node import CALLEE, REPO, b2bua_config, free_port, last_counts, pinned, sipp  # noqa: E402
 
 KAMAILIO_CFG = REPO / "bench" / "kamailio" / "kamailio.cfg"
 SERVICE = "0301234"  # the number the UAC dials; the node's route sends it to the trunk
@@ -208,14 +208,6 @@ def start_switch(workdir: Path, port: int, config: str, profile: Path | None) ->
                   "--data", str(workdir / "data"), "--log-level", "warning"], REPO, log)
     wait_started(proc, log, lambda: "listening on tcp:" in log.read_text(errors="replace"), "the switch node")
     return proc
-
-
-def b2bua_config(callee_port: int, limit: int) -> str:
-    # The same node config as ``bench/sipp_node.py --b2bua`` (it builds it inside main()).
-    return (f'[media]\naddress = "127.0.0.5"\nrtp_port_min = 20000\nrtp_port_max = 60000\n'
-            f'[limits]\nmax_calls = {limit}\n'
-            f'[[trunks]]\nname = "callee"\naddress = "{CALLEE}:{callee_port}"\n'
-            f'[[routes]]\nname = "all"\npattern = "0"\ntarget = "trunk:callee"\n')
 
 
 def one_run(server: str, rate: int, calls: int, args: argparse.Namespace, tools: dict[str, str],

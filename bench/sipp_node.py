@@ -29,6 +29,16 @@ SCENARIOS = REPO / "tests" / "interop" / "scenarios"
 CALLEE = "127.0.0.2"
 
 
+def b2bua_config(callee_port: int, limit: int) -> str:
+    """The node of every B2BUA bench (this one with --b2bua, compare_kamailio, bench_call_path): media
+    anchored on 127.0.0.5, a trunk to the callee at CALLEE:callee_port, every number "0..." routed to
+    it, at most ``limit`` calls at once."""
+    return (f'[media]\naddress = "127.0.0.5"\nrtp_port_min = 20000\nrtp_port_max = 60000\n'
+            f'[limits]\nmax_calls = {limit}\n'
+            f'[[trunks]]\nname = "callee"\naddress = "{CALLEE}:{callee_port}"\n'
+            f'[[routes]]\nname = "all"\npattern = "0"\ntarget = "trunk:callee"\n')
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
@@ -100,12 +110,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="switchcore-bench-") as tmp:
         workdir = Path(tmp)
         port, callee_port = free_port(), free_port(CALLEE)
-        config = ""
-        if args.b2bua:
-            config = (f'[media]\naddress = "127.0.0.5"\nrtp_port_min = 20000\nrtp_port_max = 60000\n'
-                      f'[limits]\nmax_calls = {args.limit}\n'
-                      f'[[trunks]]\nname = "callee"\naddress = "{CALLEE}:{callee_port}"\n'
-                      f'[[routes]]\nname = "all"\npattern = "0"\ntarget = "trunk:callee"\n')
+        config = b2bua_config(callee_port, args.limit) if args.b2bua else ""
         node = start_node(workdir, port, config)
         uas = None
         if args.b2bua:
