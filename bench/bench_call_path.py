@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core.config import decode_config  # noqa: E402
 from bindings.storage import Storage  # noqa: E402
+from core.memory import set_untracking, untracking as untracking_on  # noqa: E402
 from core.registrar import Registrar  # noqa: E402
 from core.sip.addr import Peer  # noqa: E402
 from core.sip.endpoint import Endpoint  # noqa: E402
@@ -171,6 +172,7 @@ def run(calls: int, rate: float, media: bool, profile: str | None = None) -> tup
     """(µs of the switch's work per call, datagrams sent per call) over ``calls`` calls."""
     with tempfile.TemporaryDirectory(prefix="switchcore-callpath-") as tmp:
         path = Path_(tmp, media)
+        untracking = untracking_on()
         try:
             for i in range(200):  # first use of every path: imports, msgspec tables, caches
                 path.call(i, 1.0 / rate)
@@ -178,6 +180,7 @@ def run(calls: int, rate: float, media: bool, profile: str | None = None) -> tup
             gc.collect()
             gc.freeze()
             gc.set_threshold(50_000, 20, 10)  # as the node runs (bindings/node.py GC_THRESHOLDS)
+            set_untracking(True)  # as the node runs (core/memory.py)
             prof = None
             if profile:
                 import cProfile
@@ -191,6 +194,7 @@ def run(calls: int, rate: float, media: bool, profile: str | None = None) -> tup
             return path.busy / calls / 1e3, path.sent / calls
         finally:
             gc.unfreeze()
+            set_untracking(untracking)
             path.close()
 
 

@@ -48,6 +48,7 @@ from core.call import B2BUA, CallSummary, MediaBridge, MediaRelease
 from core.acd.log import QueueLogEntry
 from core.call.b2bua import CallConnected, LiveAnswer, MediaPlay, MediaStop
 from core.config import Config, parse_listen
+from core.memory import set_untracking
 from core.media.prompts import PlaybackDone
 from core.media.rtp import DtmfDigit
 from core.registrar import Registrar
@@ -110,6 +111,7 @@ class Node:
         self.queue_log: QueueLog | None = None
         self._kpi_task: asyncio.Task | None = None
         self.dialler: Dialler | None = None
+        self._untracking_before: bool | None = None  # core.memory's setting before start
         self._dial_task: asyncio.Task | None = None
         self.control: ControlApi | None = None
         self.media: MediaPlane | None = None
@@ -199,10 +201,12 @@ class Node:
                 except OSError as exc:
                     raise StartError(f"control.listen: {cfg.control.listen}: {exc.strerror}") from None
                 print(f"control API on http://{where}", file=sys.stderr, flush=True)
-        # What start-up made stays for the life of the process: out of the collector's way.
+        # What start-up made stays for the life of the process: out of the collector's way. So do
+        # the transactions, sessions, dialogs and timers of the calls to come (core/memory.py).
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        self._untracking_before = set_untracking(True)
         for line in self.listening:
             print(f"listening on {line}", file=sys.stderr, flush=True)
         log.info("node %s up, data in %s", cfg.node.name, cfg.node.data_dir)
@@ -259,6 +263,9 @@ class Node:
         if self.storage is not None:
             self.storage.close()
             self.storage = None
+        if self._untracking_before is not None:
+            set_untracking(self._untracking_before)
+            self._untracking_before = None
         log.info("node %s stopped", self.config.node.name)
 
     async def _dial_loop(self) -> None:

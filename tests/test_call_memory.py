@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
+from collections import Counter
 
 import pytest
 
+from core.memory import set_untracking
 from core.sdp import Originator, anchor, parse_sdp
 from core.sip import ids
 from tests.test_b2bua import ANSWER, OFFER, Net
+
+try:
+    import core._memory  # noqa: F401
+    untracking_built = True
+except ImportError:  # plain Python: every object stays tracked
+    untracking_built = False
 
 
 @pytest.fixture
@@ -60,7 +69,9 @@ def _call(net: Net) -> None:
 
 
 def test_a_whole_b2bua_call_leaves_no_cyclic_garbage(tmp_path):
+    # With every object tracked, as a library user has it: the collector would see any cycle.
     net = Net(tmp_path)
+    before = set_untracking(False)
     try:
         _call(net)  # first use of each record type builds msgspec's tables (cycles made once)
         gc.collect()
@@ -72,6 +83,40 @@ def test_a_whole_b2bua_call_leaves_no_cyclic_garbage(tmp_path):
         finally:
             gc.enable()
     finally:
+        set_untracking(before)
+        net.close()
+
+
+@pytest.mark.parametrize("untracked", [False, True], ids=["tracked", "untracked"])
+def test_once_a_call_is_over_nothing_holds_its_transactions_sessions_or_dialogs(tmp_path, untracked):
+    """The node takes these objects out of the cyclic collector (core/memory.py), which could then
+    never free one caught in a cycle: reference counting alone must free them. Taken from the switch
+    while the call is up; once it has ended and every timer has run out, the test's list is the one
+    reference left to each."""
+    net = Net(tmp_path)
+    before = set_untracking(untracked)
+    try:
+        caller, _ = net.answered_call()
+        layer = net.switch.endpoint.transactions
+        sessions = list(net.switch.calls.sessions._dialogs.values())
+        held = [*sessions, *(s.dialog for s in sessions), *layer._server.values(), *layer._client.values()]
+        assert len(sessions) == 2 and len(held) == 6
+        caller.bye(net.now)  # the caller hangs up: BYE through the switch to the callee
+        net.flush()
+        held += [tx for tx in (*layer._server.values(), *layer._client.values()) if tx not in held]
+        assert len(held) == 8  # and the BYE's two transactions
+        net.run_until(net.now + 40)  # Timers J, K, L, M, the 2xx give-up: all run out
+        assert len(layer) == 0 and not net.switch.calls.sessions._dialogs
+        if untracking_built:
+            assert [gc.is_tracked(obj) for obj in held] == [not untracked] * len(held)
+        del sessions, caller
+        # Each one referenced by ``held``, by getrefcount's argument and by the others in ``held``
+        # (a session's dialog and INVITE transaction), nothing else.
+        inside = Counter(id(ref) for i in range(len(held)) for ref in gc.get_referents(held[i]))
+        expected = [2 + inside[id(held[i])] for i in range(len(held))]
+        assert [sys.getrefcount(held[i]) for i in range(len(held))] == expected
+    finally:
+        set_untracking(before)
         net.close()
 
 

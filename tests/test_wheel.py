@@ -1,6 +1,7 @@
 """The timer wheel: timers fire at their deadline, in order, once; cancel works; far timers wait."""
 import heapq
 import random
+import tracemalloc
 
 import pytest
 
@@ -90,11 +91,13 @@ def test_a_large_jump_of_the_clock_fires_everything_in_between():
     assert wheel.pop_due(1000.0) == list(range(1000))
 
 
+@pytest.mark.parametrize("sweep_after", [4096, 0])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_schedules_and_cancels_match_a_heap(seed):
-    """Differential check against the simplest correct scheduler (a heap), with a fake clock."""
+def test_random_schedules_and_cancels_match_a_heap(seed, sweep_after):
+    """Differential check against the simplest correct scheduler (a heap), with a fake clock; with
+    ``sweep_after=0`` the overflow is swept of cancelled timers at nearly every cancel."""
     rng = random.Random(seed)
-    wheel = TimerWheel(tick=0.01, slots=128)
+    wheel = TimerWheel(tick=0.01, slots=128, sweep_after=sweep_after)
     model: list[tuple[float, int]] = []
     cancelled: set[int] = set()
     handles = {}
@@ -147,3 +150,25 @@ def test_timers_scheduled_once_running_keep_order_and_next_deadline_in_any_slot(
     assert wheel.pop_due(131.999) == ["late in slot"]
     assert wheel.next_deadline() == 132.0
     assert wheel.pop_due(132.0) == ["64*T1"] and len(wheel) == 0
+
+
+def test_cancelled_far_timers_do_not_pile_up_in_memory():
+    # A call's 4-hour limit is cancelled when the call ends: 100,000 calls must not leave 100,000
+    # dead handles waiting four hours for their round.
+    wheel = TimerWheel()
+    wheel.pop_due(1000.0)
+    keep = [wheel.schedule(1000.0 + 3600 * (1 + i), ("kept", i)) for i in range(3)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100_000):
+            wheel.cancel(wheel.schedule(1000.0 + 4 * 3600 + i * 0.001, ("call", i)))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1_000_000  # 100,000 handles kept would be several megabytes
+    assert len(wheel) == 3
+    assert wheel.next_deadline() == pytest.approx(4600.0)
+    assert wheel.pop_due(1000.0 + 5 * 3600) == [("kept", 0), ("kept", 1), ("kept", 2)]
+    assert wheel.next_deadline() is None
+    del keep

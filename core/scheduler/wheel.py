@@ -16,14 +16,21 @@ when the wheel reaches the round before it. Non-empty ticks are kept in a small 
 The default 8,192 slots of 10 ms make rounds of 40.96 s, so the 64*T1 timers of RFC 3261 (32 s:
 B, F, H, L, M, the 2xx give-up) go straight into their slot, not through the overflow.
 
-Cancel is lazy: the handle is marked dead and dropped when its slot is next visited. The wheel is
-sans-IO like the rest of ``core``: it never reads a clock; ``now`` is always an argument.
+Cancel is lazy: the handle is marked dead and dropped when its slot is next visited. A handle beyond
+the wheel would wait for its round however far off (a call's 4-hour limit, cancelled when the call
+ends a minute later): once as many handles have been cancelled as are pending, the overflow is swept
+of its dead. The wheel is sans-IO like the rest of ``core``: it never reads a clock; ``now`` is always an argument.
 """
 from __future__ import annotations
 
 import heapq
 import math
 from typing import Any
+
+from core.memory import untrack
+
+# Cancels beyond the number of pending timers before the overflow is swept of its dead handles.
+SWEEP_AFTER = 4096
 
 
 class TimerHandle:
@@ -45,7 +52,7 @@ class TimerWheel:
     """Hashed timing wheel: ``schedule(deadline, item) -> handle``, ``cancel(handle)``,
     ``next_deadline()``, ``pop_due(now) -> [item, ...]`` (in deadline order)."""
 
-    def __init__(self, tick: float = 0.01, slots: int = 8192):
+    def __init__(self, tick: float = 0.01, slots: int = 8192, sweep_after: int = SWEEP_AFTER):
         if tick <= 0:
             raise ValueError("tick must be positive")
         if slots < 2 or slots & (slots - 1):
@@ -63,6 +70,8 @@ class TimerWheel:
         self._overflow_rounds: list[int] = []  # heap of the keys of _overflow
         self._cursor: int | None = None  # absolute tick: every earlier tick has been emptied
         self._live = 0
+        self._cancelled = 0  # cancels since the overflow was last swept
+        self._sweep_after = sweep_after
 
     def __len__(self) -> int:
         """The number of timers scheduled and neither fired nor cancelled."""
@@ -71,7 +80,9 @@ class TimerWheel:
     # -- the face -------------------------------------------------------------------------------
     def schedule(self, deadline: float, item: Any) -> TimerHandle:
         """Arrange for ``item`` to come out of ``pop_due`` once ``now >= deadline``."""
-        handle = TimerHandle(deadline, item)
+        # Neither the handle nor its item is walked by the collector (core/memory.py): the handle
+        # lets go of the item when it fires or is cancelled, and until then the wheel holds it.
+        handle = untrack(TimerHandle(deadline, untrack(item)))
         self._live += 1
         # The usual case inline (a call schedules a dozen timers): a tick in the wheel's two rounds.
         # Anything else (the wheel not started, a deadline past or beyond) goes through ``_place``.
@@ -99,6 +110,9 @@ class TimerWheel:
             handle.alive = False
             handle.item = None  # let go of what it referenced now, not when the slot is swept
             self._live -= 1
+            self._cancelled += 1
+            if self._cancelled > self._live + self._sweep_after and self._overflow:
+                self._sweep_overflow()
 
     def next_deadline(self) -> float | None:
         """When ``pop_due`` has something to give next; None when no timer is pending.
@@ -228,6 +242,21 @@ class TimerWheel:
             if first is None or handle.deadline < first.deadline:
                 self._slot_min[index] = handle
         slot.append(handle)
+
+    def _sweep_overflow(self) -> None:
+        # Amortised O(1) a cancel: a sweep walks at most the pending handles and the cancelled ones,
+        # and comes only after more cancels than there are pending handles.
+        self._cancelled = 0
+        overflow, lows = self._overflow, self._overflow_min
+        for rnd in list(overflow):
+            live = [h for h in overflow[rnd] if h.alive]
+            if live:
+                overflow[rnd] = live
+                lows[rnd] = min(h.deadline for h in live)
+            else:
+                del overflow[rnd], lows[rnd]
+        self._overflow_rounds = list(overflow)
+        heapq.heapify(self._overflow_rounds)
 
     def _pull_overflow(self, now: float, due: list[TimerHandle]) -> None:
         # Move every round the wheel now covers (the cursor's round and the next) into the wheel;

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import LocalProtocolError, RemoteProtocolError
+from core.memory import untrack
 from core.sip.addr import Peer
 from core.sip.ids import random_hex
 from core.sip.message import build_request
@@ -96,6 +97,7 @@ class Dialog:
         self.local_seq = local_seq
         self.remote_seq = remote_seq
         self.secure = secure
+        untrack(self)  # no cycles (core/memory.py)
 
     def __repr__(self) -> str:
         return f"<Dialog {self.call_id} {self.local_tag}/{self.remote_tag} {self.state}>"

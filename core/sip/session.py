@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from core.memory import untrack
 from core.sip.addr import Peer
 from core.sip.dialog import Dialog, new_branch, next_hop
 from core.sip.digest import answer_challenge
@@ -201,6 +202,7 @@ class InviteSession:
         # re-INVITEs in flight: ours (client transaction) and the peer's (server transaction).
         self._reinvite_out: ClientTransaction | None = None
         self._reinvite_in: ServerTransaction | None = None
+        untrack(self)  # no cycles (core/memory.py)
 
     def __repr__(self) -> str:
         return f"<InviteSession {self.role} {self.invite.call_id} {self.state}>"
@@ -487,7 +489,7 @@ class InviteSession:
         data = build_request("INVITE", str(inv.uri), lines, inv.body)
         self.invite = parse(data)
         self.invite_tx = layer.transactions.send_request(data, self.invite, self.peer, now)
-        layer._by_tx[self.invite_tx] = (self, "invite")
+        layer._by_tx[self.invite_tx] = untrack((self, "invite"))
         self._provisional_seen = False
         return True
 
@@ -657,7 +659,7 @@ class SessionLayer:
         session = InviteSession(self, UAC, CALLING, msg, tx, peer)
         session.credentials = credentials
         session._extra_headers = tuple(headers)
-        self._by_tx[tx] = (session, "invite")
+        self._by_tx[tx] = untrack((session, "invite"))
         return session
 
     # -- events from the transaction layer ------------------------------------------------------
@@ -716,7 +718,7 @@ class SessionLayer:
             if method != "INVITE":
                 return False  # out-of-dialog OPTIONS, REGISTER, ...: the endpoint's
             session = InviteSession(self, UAS, INCOMING, msg, tx, tx.peer)
-            self._by_tx[tx] = (session, "invite")
+            self._by_tx[tx] = untrack((session, "invite"))
             self._events.append(IncomingCall(session, msg))
             return True
         session = self._dialogs.get((msg.call_id, msg.to_tag, msg.from_tag))
@@ -748,7 +750,7 @@ class SessionLayer:
                             headers=[("Retry-After", str(1 + secrets.randbelow(10)))])
             else:
                 session._reinvite_in = tx
-                self._by_tx[tx] = (session, "reinvite-in")
+                self._by_tx[tx] = untrack((session, "reinvite-in"))
                 self._events.append(ReinviteReceived(session, msg))
         else:
             self._events.append(InDialogRequest(session, tx, msg))
@@ -789,7 +791,7 @@ class SessionLayer:
     def _send_request(self, session: InviteSession, kind: str, data: bytes, peer: Peer,
                       now: float) -> ClientTransaction:
         tx = self.transactions.send_request(data, parse(data), peer, now)
-        self._by_tx[tx] = (session, kind)
+        self._by_tx[tx] = untrack((session, kind))
         return tx
 
     def _reply(self, tx, msg, status, reason, now, *, to_tag=None, headers=()) -> None:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import LocalProtocolError, RemoteProtocolError
+from core.memory import untrack
 from core.scheduler.wheel import TimerWheel
 from core.sip.addr import Peer
 from core.sip.ids import random_hex
@@ -206,6 +207,7 @@ class Transaction:
         # A timeout kept off the wheel while the retransmission timer fires before it (see _start_timeout).
         self._timeout_at: float | None = None
         self._timeout_name = ""
+        untrack(self)  # no cycles (core/memory.py)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.key[0]} {self.state}>"

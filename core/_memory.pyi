@@ -1,0 +1,9 @@
+"""What Python sees of core/_memory.pyx (see core/memory.py)."""
+
+from typing import TypeVar
+
+T = TypeVar("T")
+
+def untrack(obj: T) -> T: ...
+def set_untracking(on: bool) -> bool: ...
+def untracking() -> bool: ...
