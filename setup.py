@@ -57,15 +57,16 @@ COMPILED = [
 # annotations as documentation, not C types or exact-type checks (a ``list`` must still take a subclass).
 PY_DIRECTIVES = {**directives, "boundscheck": True, "wraparound": True, "annotation_typing": False}
 
-# Every core/_*.pyx is one extension module (core._sip, core._rtp, core._acd, ...).
+# Every core/_*.pyx is one extension module (core._sip, core._rtp, core._acd, ...), and so is each
+# bindings/_*.pyx (bindings._udp: the SIP sockets' batched sends).
 cython_modules = [
     Extension(
-        f"core.{pyx.stem}",
+        f"{pyx.parent.name}.{pyx.stem}",
         [pyx.as_posix()],
         define_macros=macros,
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2", *ARCH_FLAGS],
     )
-    for pyx in sorted(Path("core").glob("_*.pyx"))
+    for pyx in sorted([*Path("core").glob("_*.pyx"), *Path("bindings").glob("_*.pyx")])
 ]
 python_modules = [
     Extension(

@@ -116,7 +116,8 @@ class Node:
         self.control: ControlApi | None = None
         self.media: MediaPlane | None = None
         self.endpoint: Endpoint | None = None
-        self.udp: dict[int, UdpTransport] = {}  # by address family
+        self.udp: dict[int, UdpTransport] = {}  # by address family: the first socket of each sends
+        self._udp_sockets: list[UdpTransport] = []  # every one bound
         self.tcp = TcpRegistry(self.on_message, config.sip.max_message_size, self.on_tcp_failed)
         self.servers: list[asyncio.base_events.Server] = []
         self.listening: list[str] = []
@@ -154,10 +155,10 @@ class Node:
             transport, host, port = parse_listen(spec)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             if transport == "udp":
-                _, proto = await loop.create_datagram_endpoint(
-                    lambda: UdpTransport(self.on_message), sock=udp_socket(family, host, port))
+                proto = UdpTransport(self.on_message, udp_socket(family, host, port), loop)
                 self.udp.setdefault(family, proto)
-                bound = proto.transport.get_extra_info("sockname")
+                self._udp_sockets.append(proto)
+                bound = proto.sockname()
             else:
                 server = await loop.create_server(
                     lambda: TcpConnection(self.tcp, self.on_message, cfg.sip.max_message_size),
@@ -239,9 +240,8 @@ class Node:
         for server in self.servers:
             server.close()
         self.tcp.close_all()
-        for proto in self.udp.values():
-            if proto.transport is not None:
-                proto.transport.close()
+        for proto in self._udp_sockets:
+            proto.close()
         for server in self.servers:
             await server.wait_closed()
         if self.media is not None:

@@ -31,8 +31,14 @@ def _stale_builds(here: str | None = None) -> list[str]:
     return sorted(stale)
 
 
-if _stale := _stale_builds():
-    raise ImportError(
-        f"{', '.join(_stale)} changed since the build: run `python setup.py build_ext --inplace` "
-        "(or `pip install -e .`) again"
-    )
+def _check_build(here: str | None = None) -> None:
+    """Refuse to import a checkout whose compiled modules are older than their source (``bindings``
+    calls it for its own folder too)."""
+    if stale := _stale_builds(here):
+        raise ImportError(
+            f"{', '.join(stale)} changed since the build: run `python setup.py build_ext --inplace` "
+            "(or `pip install -e .`) again"
+        )
+
+
+_check_build()
