@@ -157,11 +157,13 @@ def engine_relay(host, base, relays, sink_host, sink_port, sinks, seconds) -> No
     engine.close()
 
 
-def setup_teardown(relays: int, rounds: int, serve: bool) -> dict:
+def setup_teardown(relays: int, rounds: int, serve: bool, spare_pairs: int = 4096, rate: float = 2000.0) -> dict:
     """A call's relay added and removed as the node's media plane does it (its options, ports from the
     call layer's allocator, figures at the end), ``relays`` times a round: the median over ``rounds`` of
     this thread's CPU µs per relay for each command. With ``serve`` the engine's loop runs in its own
-    thread, as in the node (idle: no packets), so the commands share its mutex."""
+    thread, as in the node (idle: no packets), so the commands share its mutex. The allocator's clock
+    moves ``1 / rate`` s a call, so ports come back from their quarantine after ``rate`` calls and find
+    the engine's spare pairs (``spare_pairs``; 0: every pair opened and closed)."""
     import statistics
     import threading
 
@@ -172,33 +174,50 @@ def setup_teardown(relays: int, rounds: int, serve: bool) -> dict:
     low, high = 20000, 60000
     options = {"a": {"peer": (HOST, 49170)}, "b": {"peer": (HOST, 6000)}, "timeout_ms": 60_000,
                "codec": "PCMU", "dtmf_pt": 101}
-    adds, removes = [], []
+    adds, removes, warm_adds, warm_removes = [], [], [], []
     for _ in range(rounds):
-        engine = Engine(low, high, HOST, socket_buffer=256 * 1024)
+        engine = Engine(low, high, HOST, socket_buffer=256 * 1024, spare_pairs=spare_pairs)
         loop = threading.Thread(target=engine.serve, args=(100,), daemon=True) if serve else None
         if loop is not None:
             loop.start()
         ports = PortAllocator(low, high)
-        add = remove = 0
+        add = remove = warm_add = warm_remove = 0
+        reused = warm = 0
         for i in range(relays):
-            pa, pb = ports.allocate(), ports.allocate()
+            now = i / rate
+            pa, pb = ports.allocate(now), ports.allocate(now)
+            spares = engine.spare_count
             t0 = time.thread_time_ns()
             engine.add_relay(i, pa, pb, options)
             t1 = time.thread_time_ns()
-            engine.remove_relay(i)
+            taken = spares - engine.spare_count  # pairs taken from the spares
             t2 = time.thread_time_ns()
-            ports.release(pa)
-            ports.release(pb)
+            engine.remove_relay(i)
+            t3 = time.thread_time_ns()
+            ports.release(pa, now)
+            ports.release(pb, now)
             add += t1 - t0
-            remove += t2 - t1
+            remove += t3 - t2
+            reused += taken
+            if taken == 2:  # the steady state: both pairs warm
+                warm += 1
+                warm_add += t1 - t0
+                warm_remove += t3 - t2
         if loop is not None:
             engine.stop()
             loop.join()
         engine.close()
         adds.append(add / relays / 1e3)
         removes.append(remove / relays / 1e3)
-    return {"relays": relays, "rounds": rounds, "engine_thread": serve,
-            "add_relay_us": round(statistics.median(adds), 1), "remove_relay_us": round(statistics.median(removes), 1)}
+        if warm:
+            warm_adds.append(warm_add / warm / 1e3)
+            warm_removes.append(warm_remove / warm / 1e3)
+    return {"relays": relays, "rounds": rounds, "engine_thread": serve, "spare_pairs": spare_pairs,
+            "rate": rate, "pairs_reused": round(reused / (2 * relays), 3),
+            "add_relay_us": round(statistics.median(adds), 1), "remove_relay_us": round(statistics.median(removes), 1),
+            # the relays whose both pairs were spares (none the first `rate` relays: their ports rest)
+            "warm_add_relay_us": round(statistics.median(warm_adds), 1) if warm_adds else None,
+            "warm_remove_relay_us": round(statistics.median(warm_removes), 1) if warm_removes else None}
 
 
 def _cpu_seconds() -> float:
@@ -323,6 +342,9 @@ def _parser():
     p.add_argument("--relays", nargs="+", default=["c", "engine", "uvloop"], choices=["c", "engine", "uvloop"])
     p.add_argument("--setup", action="store_true",
                    help="measure a relay's set-up and tear-down instead (no load; --rounds of 5,000 relays)")
+    p.add_argument("--spare-pairs", type=int, nargs="+", default=[0, 4096],
+                   help="with --setup: the engine's spare port pairs, one run each (0: none kept)")
+    p.add_argument("--rate", type=float, default=2000.0, help="with --setup: simulated calls a second")
     return p
 
 
@@ -346,7 +368,8 @@ if __name__ == "__main__":
     else:
         arguments = _parser().parse_args()
         if arguments.setup:
-            for serve in (False, True):
-                print(json.dumps(setup_teardown(5000, arguments.rounds, serve)))
+            for spare_pairs in arguments.spare_pairs:
+                for serve in (False, True):
+                    print(json.dumps(setup_teardown(5000, arguments.rounds, serve, spare_pairs, arguments.rate)))
         else:
             print(json.dumps(run_bench(arguments), indent=2))

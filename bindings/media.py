@@ -11,6 +11,12 @@ engine then latches on the address the packets really come from (RFC 4961 symmet
 jitter, the G.107 MOS estimate) are kept for the call's record, which the node takes with
 ``take_figures``.
 
+Warm ports: a released relay's port pairs stay open in the engine as spares (``[media]
+spare_port_pairs``), and the call layer's allocator gives a port back out once it has rested
+(``core.call.b2bua.PORT_QUARANTINE``), so most calls find their sockets open and bound. Each spare
+holds two file descriptors: ``fd_headroom`` raises the process's soft RLIMIT_NOFILE (toward the hard
+one) to fit the relays of ``max_calls`` and the spares, and keeps fewer spares when it cannot.
+
 The engine's loop runs ``serve()`` with the GIL released; commands and the loop share the engine's
 mutex. Its events (``DtmfDigit``, ``MediaTimeout``, ``Latched``, ``SsrcChanged``) are read on the
 asyncio loop when ``event_fd`` turns readable: digits are collected per call for the record (its
@@ -37,20 +43,21 @@ import ipaddress
 import logging
 import os
 import re
+import resource
 import threading
 import time
 from typing import Any, NamedTuple
 
 from core._rtp import Engine
 from core.call.b2bua import MediaBridge
-from core.config import CallsConfig, MediaConfig
+from core.config import CallsConfig, LimitsConfig, MediaConfig
 from core.media.amd import AmdTap, CaptureFanout
 from core.media.prompts import PlaybackDone, Prompt, from_spec
 from core.media.recording import CallRecording
 from core.media.quality import LegFigures
 from core.media.rtp import DtmfDigit, Latched, MediaTimeout, SsrcChanged
 
-__all__ = ["AmdVerdict", "MediaPlane", "recording_name"]
+__all__ = ["AmdVerdict", "MediaPlane", "fd_headroom", "recording_name"]
 
 log = logging.getLogger("switchcore.media")
 
@@ -61,6 +68,9 @@ MEDIA_TIMEOUT_MS = 60_000
 SERVE_TIMEOUT_MS = 100
 # Kernel buffers of each RTP socket.
 SOCKET_BUFFER = 256 * 1024
+# File descriptors left for the rest of the node beside the relays and the spare port pairs: SIP
+# sockets and TCP connections, the database, recordings and logs.
+FD_RESERVE = 1024
 
 
 # Characters kept as they are in a recording's file name; any other becomes "_".
@@ -108,12 +118,43 @@ def _relayable(host: str) -> bool:
         return False
 
 
+def fd_headroom(relays: int, spare_pairs: int, pairs: int | None = None, reserve: int = FD_RESERVE) -> int:
+    """Make room among the process's file descriptors for ``relays`` relays (four each: RTP and RTCP
+    of two legs), ``spare_pairs`` spare port pairs (two each) and ``reserve`` for the rest of the
+    node — no more than the ``pairs`` of the port range hold, in relays and spares together: a soft
+    RLIMIT_NOFILE below that is raised toward the hard limit. Returns how many spare pairs fit (fewer
+    than asked, logged, when even the hard limit is too low: the spares are a saving, a relay that
+    cannot open its sockets is a call without media)."""
+    needed = 4 * relays + reserve
+    engine = 4 * relays + 2 * spare_pairs
+    wanted = reserve + (engine if pairs is None else min(engine, 2 * pairs))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return spare_pairs
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            log.info("file descriptor limit raised from %d to %d for %d relays and %d spare port pairs",
+                     soft, raised, relays, spare_pairs)
+            soft = raised
+        except (ValueError, OSError) as exc:
+            log.warning("file descriptor limit %d not raised to %d: %s", soft, raised, exc)
+    if soft >= wanted:
+        return spare_pairs
+    fit = max(0, (soft - needed) // 2)
+    log.warning("file descriptor limit %d (hard %s): %d spare port pairs kept instead of %d%s", soft,
+                "unlimited" if hard == resource.RLIM_INFINITY else hard, fit, spare_pairs,
+                "" if soft >= needed else f"; {relays} relays need {needed} descriptors")
+    return fit
+
+
 class MediaPlane:
     """The relay engine of one node; see the module doc."""
 
     def __init__(self, config: MediaConfig, *, timeout_ms: int = MEDIA_TIMEOUT_MS,
                  socket_buffer: int = SOCKET_BUFFER, calls: CallsConfig | None = None,
-                 data_dir: str | os.PathLike[str] = "."):
+                 data_dir: str | os.PathLike[str] = ".", max_calls: int | None = None):
         self.config = config
         # Recordings: on when [calls] record is; the folder they go to, and the data folder their
         # paths in the records are relative to.
@@ -124,8 +165,15 @@ class MediaPlane:
         self.recordings_started = 0
         self.recording_errors = 0
         self.timeout_ms = timeout_ms
+        # Descriptors: a relay for each call allowed at once ([limits] max_calls; its default when not
+        # given), and the spares; no more, together, than the pairs of the range.
+        pairs = (config.rtp_port_max - config.rtp_port_min + 1) // 2
+        if max_calls is None:
+            max_calls = LimitsConfig().max_calls
+        relays = min(max_calls, pairs // 2)
+        self.spare_pairs = fd_headroom(relays, min(config.spare_port_pairs, pairs), pairs)
         self.engine = Engine(config.rtp_port_min, config.rtp_port_max, config.address,
-                             socket_buffer=socket_buffer)
+                             socket_buffer=socket_buffer, spare_pairs=self.spare_pairs)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridged: dict[str, MediaBridge] = {}  # live relays by call id

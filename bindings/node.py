@@ -174,7 +174,8 @@ class Node:
             elif transport != "udp" and all(p.transport != transport for p in listeners):
                 listeners.append(Peer(transport, own, bound[1]))
         try:
-            self.media = MediaPlane(cfg.media, calls=cfg.calls, data_dir=cfg.node.data_dir)
+            self.media = MediaPlane(cfg.media, calls=cfg.calls, data_dir=cfg.node.data_dir,
+                                     max_calls=cfg.limits.max_calls)
         except (ValueError, OSError) as exc:
             # An IPv6 media address, say: calls still connect, their RTP is not anchored here.
             log.error("media engine not started on %s: %s; calls will carry no relayed media",

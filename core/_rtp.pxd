@@ -326,6 +326,7 @@ cdef class Engine:
     cdef uint64_t forwarded
     cdef int64_t last_scan_ns
     cdef int alloc_cursor
+    cdef int spare_pairs    # the most port pairs kept open for reuse (0: none)
     # receive and send vectors, reused by every batch
     cdef mmsghdr rmsgs[BATCH]
     cdef iovec riov[BATCH]
@@ -342,6 +343,7 @@ cdef class Engine:
     cdef list meta          # slot -> ({...}, {...}) per leg (codec, ptime_ms, delay for the figures)
     cdef list free_slots    # relay slots not in use, the next one last
     cdef set ports          # RTP ports in use
+    cdef dict spares        # RTP port -> (RTP fd, RTCP fd) of released pairs kept open, oldest first
     cdef dict prompts       # prompt_id -> Prompt
     cdef dict play_refs     # leg index -> the bytes a playback reads
     cdef dict recordings    # slot -> (CaptureRing, CallRecording)
@@ -359,7 +361,10 @@ cdef class Engine:
     cdef int _check_new(self, object relay_id) except -1
     cdef int _open_pair(self, object port, int *fds) except -1
     cdef bint _bind_pair(self, int port, int *fds, bint must) except -1
+    cdef int _new_socket(self) noexcept
+    cdef bint _take_spare(self, int port, int *fds) except -1
     cdef void _drop_sockets(self, const int *fds, int port_a, int port_b, bint registered)
+    cdef void _close_spares(self) noexcept
     cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc) except -1
     cdef object _leg_figures(self, const Leg *leg, dict meta)
     cdef void _push(self, int kind, Leg *leg, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept nogil

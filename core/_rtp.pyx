@@ -18,7 +18,11 @@ end sees one continuous stream when the source behind it changes. Around it, the
   row from it, so a stray or spoofed packet is dropped, not obeyed;
 - RTCP on port + 1 (RFC 3550 §11) latched and passed through the same way; RTCP multiplexed on the RTP
   port (RFC 5761 §4) passes through untouched;
-- a leg that receives nothing for ``timeout_ms`` raises ``MediaTimeout`` once (until media resumes).
+- a leg that receives nothing for ``timeout_ms`` raises ``MediaTimeout`` once (until media resumes);
+- warm ports: a removed relay's port pairs stay open and bound as spares (up to ``spare_pairs``), out of
+  the epoll set, so nothing that reaches them goes anywhere; a new relay on such a port takes the pair,
+  discards what queued on it meanwhile and starts afresh, without the socket/setsockopt/bind/close
+  that opening a pair costs.
 
 Playback and recording (core/media/prompts.py, core/media/recording.py):
 
@@ -35,7 +39,8 @@ Playback and recording (core/media/prompts.py, core/media/recording.py):
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.errno cimport EAGAIN, EINTR, errno
+cimport cython
+from libc.errno cimport EAGAIN, EINTR, EMFILE, ENFILE, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
@@ -68,6 +73,7 @@ cdef int64_t DRAIN_EVERY_NS = 100000000  # recordings are handed to Python every
 cdef uint32_t CAPTURE_RING = 1024        # packets a recording's ring holds between two drains
 PLAY_REASONS = ("done", "stopped", "replaced", "removed")
 cdef int64_t SCAN_EVERY_NS = 100000000  # media timeouts are checked every 100 ms
+cdef int DRAIN_ROUNDS = 1024            # recvmmsg batches a reused socket is emptied with, at most
 cdef uint32_t MAX_DROPOUT = 3000        # RFC 3550 A.1
 cdef uint32_t MAX_MISORDER = 100
 cdef uint32_t RTP_SEQ_MOD = 65536
@@ -505,11 +511,37 @@ def _split_options(options) -> tuple:
     return per_leg
 
 
+cdef void _drain(int fd) noexcept nogil:
+    """Discard the datagrams queued on ``fd`` (a spare socket being reused): each is read into one
+    byte, and a UDP socket drops what does not fit. Stops at the first short batch; bounded, so a peer
+    sending faster than it is read cannot hold the command up."""
+    cdef mmsghdr msgs[BATCH]
+    cdef iovec iov
+    cdef uint8_t byte
+    cdef int i, n
+    iov.iov_base = &byte
+    iov.iov_len = 1
+    memset(msgs, 0, sizeof(msgs))
+    for i in range(BATCH):
+        msgs[i].msg_hdr.msg_iov = &iov
+        msgs[i].msg_hdr.msg_iovlen = 1
+    for i in range(DRAIN_ROUNDS):
+        n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL)
+        if n < 0 and errno == EAGAIN:
+            return
+        if 0 <= n < BATCH:
+            return
+        # a full batch (more may wait), EINTR, or an error the socket held (now cleared): again
+
+
+@cython.no_gc_clear  # __dealloc__ closes the spares' sockets, so their dict must still be there
 cdef class Engine:
     """A relay of RTP/RTCP between pairs of UDP ports taken from ``[port_min, port_max]`` on ``host``.
 
     Ports are even (RTP) with RTCP on the next odd port (RFC 3550 §11). ``socket_buffer`` sets
-    SO_RCVBUF/SO_SNDBUF of every socket (0: the system's default)."""
+    SO_RCVBUF/SO_SNDBUF of every socket (0: the system's default). ``spare_pairs``: how many released
+    port pairs stay open for the next relay on the same port (two descriptors each; 0: every pair is
+    closed with its relay)."""
 
     def __cinit__(self):
         self.legs = NULL
@@ -520,11 +552,15 @@ cdef class Engine:
         pthread_mutex_init(&self.rec_mutex, NULL)
 
     def __init__(self, int port_min, int port_max, str host="127.0.0.1", int socket_buffer=0,
-                 int event_capacity=65536):
+                 int event_capacity=65536, *, int spare_pairs=4096):
         cdef epoll_event ev
         cdef int i
         if port_min < 1024 or port_max > 65535 or port_max - port_min < 3:
             raise ValueError(f"port range {port_min}-{port_max}: need at least 4 ports within 1024-65535")
+        if spare_pairs < 0:
+            raise ValueError(f"spare_pairs {spare_pairs} must be 0 or more")
+        self.spare_pairs = spare_pairs
+        self.spares = {}
         if port_min & 1:
             port_min += 1
         self.port_min, self.port_max = port_min, port_max
@@ -605,6 +641,7 @@ cdef class Engine:
 
     cdef void _close_all(self) noexcept:
         cdef int i, r
+        self._close_spares()
         if self.legs != NULL:
             for i in range(self.nlegs):
                 for r in range(2):
@@ -695,10 +732,11 @@ cdef class Engine:
             self._unlock()
 
     def remove_relay(self, relay_id) -> dict:
-        """Close a relay's sockets; returns its final figures ``{"a": LegFigures, "b": LegFigures}``.
+        """Remove a relay; returns its final figures ``{"a": LegFigures, "b": LegFigures}``. Its port
+        pairs become spares (or are closed when ``spare_pairs`` are kept already).
 
-        Under the mutex the legs are only copied and retired; their sockets are closed and their
-        figures computed after it is given back."""
+        Under the mutex the legs are only copied and retired; their sockets are taken out of the epoll
+        set and their figures computed after it is given back."""
         cdef Leg *leg
         cdef Leg final[2]
         cdef int fds[4]
@@ -1008,7 +1046,8 @@ cdef class Engine:
             write(self.wakefd, &one, 8)
 
     def close(self) -> None:
-        """Stop, and close every socket (recordings are finished first: their files are complete).
+        """Stop, and close every socket, spares included (recordings are finished first: their files
+        are complete).
         Call it after the thread running the loop has returned."""
         self.stop()
         self._rec_lock()
@@ -1044,6 +1083,11 @@ cdef class Engine:
     @property
     def packets_forwarded(self) -> int:
         return self.forwarded
+
+    @property
+    def spare_count(self) -> int:
+        """Released port pairs kept open for reuse."""
+        return len(self.spares) if self.spares is not None else 0
 
     @property
     def events_waiting(self) -> int:
@@ -1359,8 +1403,8 @@ cdef class Engine:
             raise KeyError(f"no relay {relay_id!r}") from None
 
     cdef int _open_pair(self, object port, int *fds) except -1:
-        """Bind RTP on an even port and RTCP on the next one (their sockets into ``fds[0:2]``); a port
-        None is searched for. Returns the RTP port."""
+        """Bind RTP on an even port and RTCP on the next one (their sockets into ``fds[0:2]``), or take
+        the port's spare pair; a port None is searched for. Returns the RTP port."""
         cdef int span = (self.port_max - self.port_min + 1) // 2
         cdef int candidate
         if port is not None:
@@ -1368,14 +1412,15 @@ cdef class Engine:
                 raise ValueError(f"RTP port {port} must be even and within {self.port_min}-{self.port_max}")
             if port in self.ports:
                 raise ValueError(f"port {port} is in use by another relay")
-            self._bind_pair(port, fds, True)
+            if not self._take_spare(port, fds):
+                self._bind_pair(port, fds, True)
             return port
         for _ in range(span):
             candidate = self.port_min + 2 * self.alloc_cursor
             self.alloc_cursor = (self.alloc_cursor + 1) % span
             if candidate + 1 > self.port_max or candidate in self.ports:
                 continue
-            if self._bind_pair(candidate, fds, False):
+            if self._take_spare(candidate, fds) or self._bind_pair(candidate, fds, False):
                 return candidate
         raise RuntimeError(f"no free port pair in {self.port_min}-{self.port_max}")
 
@@ -1388,7 +1433,7 @@ cdef class Engine:
         addr.sin_family = AF_INET
         addr.sin_addr = self.bind_addr
         for r in range(2):
-            fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+            fd = self._new_socket()
             if fd < 0:
                 err = errno
                 if r:
@@ -1412,20 +1457,60 @@ cdef class Engine:
         self.ports.add(port)
         return True
 
+    cdef int _new_socket(self) noexcept:
+        """A UDP socket, or -1 (errno set). Out of descriptors (EMFILE, ENFILE), the spare pairs are
+        closed and the socket is asked for once more: they are a saving, not a need."""
+        cdef int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if fd < 0 and (errno == EMFILE or errno == ENFILE) and self.spares:
+            self._close_spares()
+            fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        return fd
+
+    cdef bint _take_spare(self, int port, int *fds) except -1:
+        """The port's spare pair into ``fds[0:2]``, emptied of what arrived since its relay was removed
+        (the last call's peer may have gone on sending); False when the port has none."""
+        pair = self.spares.pop(port, None)
+        if pair is None:
+            return False
+        fds[0], fds[1] = pair
+        _drain(fds[0])
+        _drain(fds[1])
+        self.ports.add(port)
+        return True
+
     cdef void _drop_sockets(self, const int *fds, int port_a, int port_b, bint registered):
-        """Close what ``fds`` holds (-1: nothing) and free the ports (-1: none) of a relay that is gone,
-        or that was never added: its sockets were not yet ``registered`` with epoll."""
-        cdef int k
+        """Free the ports (-1: none) and the sockets in ``fds`` (-1: nothing) of a relay that is gone,
+        or that was never added: its sockets were not yet ``registered`` with epoll. A gone relay's pairs
+        become spares while there is room for them, else they are closed: the spares kept are the oldest,
+        those a port allocator handing out the longest-released port first takes next."""
+        cdef int k, w
+        cdef int ports[2]
+        ports[0], ports[1] = port_a, port_b
         for k in range(4):
-            if fds[k] >= 0:
-                if registered:
-                    # not left to close(): a copy of the socket in another process would keep it in the set
-                    epoll_ctl(self.epfd, EPOLL_CTL_DEL, fds[k], NULL)
-                close(fds[k])
-        if port_a >= 0:
-            self.ports.discard(port_a)
-        if port_b >= 0:
-            self.ports.discard(port_b)
+            if fds[k] >= 0 and registered:
+                # not left to close(): a copy of the socket in another process would keep it in the set;
+                # and a spare must not wake the loop
+                epoll_ctl(self.epfd, EPOLL_CTL_DEL, fds[k], NULL)
+        for w in range(2):
+            if ports[w] >= 0:
+                self.ports.discard(ports[w])
+            if (registered and ports[w] >= 0 and fds[2 * w] >= 0 and fds[2 * w + 1] >= 0
+                    and len(self.spares) < self.spare_pairs):
+                self.spares[ports[w]] = (fds[2 * w], fds[2 * w + 1])
+                continue
+            for k in range(2 * w, 2 * w + 2):
+                if fds[k] >= 0:
+                    close(fds[k])
+
+    cdef void _close_spares(self) noexcept:
+        """Close every spare pair."""
+        cdef int fd
+        if self.spares is None:
+            return
+        for pair in self.spares.values():
+            for fd in pair:
+                close(fd)
+        self.spares.clear()
 
     cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc) except -1:
         """A leg on the sockets ``fds`` (RTP, RTCP) with the settings of _DEFAULTS, watched by epoll."""

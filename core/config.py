@@ -215,6 +215,9 @@ class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rtp_port_min: Annotated[int, msgspec.Meta(ge=1024, le=65534)] = 20000
     rtp_port_max: Annotated[int, msgspec.Meta(ge=1025, le=65535)] = 30000
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "telephone-event")
+    # Released port pairs the media engine keeps open and bound for the next call given the same
+    # ports (two file descriptors each); 0: every call's sockets are opened and closed with it.
+    spare_port_pairs: Annotated[int, msgspec.Meta(ge=0)] = 4096
 
 
 class Trunk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -279,6 +279,7 @@ def test_call_sections_defaults():
     c = default_config()
     assert (c.media.address, c.media.rtp_port_min, c.media.rtp_port_max) == ("127.0.0.1", 20000, 30000)
     assert c.media.codecs == ("PCMU", "PCMA", "telephone-event")
+    assert c.media.spare_port_pairs == 4096
     assert (c.calls.ring_timeout, c.calls.max_duration) == (60.0, 14400.0)
     assert c.limits.max_calls == 1000
     assert c.trunks == () and c.routes == ()
@@ -335,6 +336,7 @@ _USER = '[[users]]\nname = "1001"\npassword = "p"\n'
         ('[media]\nrtp_port_min = 30000\nrtp_port_max = 30001\n',
          ["media.rtp_port_min: must leave room for at least one call (two port pairs) below media.rtp_port_max (30000, 30001)"]),
         ('[media]\ncodecs = ["PCMU", "pcmu"]\n', ['media.codecs[1]: "pcmu" is listed twice']),
+        ('[media]\nspare_port_pairs = -1\n', ["media.spare_port_pairs: must be at least 0, got -1"]),
         ('[calls]\nring_timeout = 0\n', ["calls.ring_timeout: must be greater than 0, got 0"]),
         ('[limits]\nmax_calls = 0\n', ["limits.max_calls: must be at least 1, got 0"]),
     ],

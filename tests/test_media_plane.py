@@ -205,3 +205,63 @@ def test_the_detector_hears_a_greeting_on_a_real_relay_and_reports_its_verdict(p
     assert [(v.call_id, v.verdict) for v in verdicts] == [("amd-machine", "MACHINE"), ("amd-human", "HUMAN")]
     # The recording went on beside the detector.
     assert plane.take_recording("amd-machine", answered=True).endswith(".wav")
+
+
+# -- warm ports -------------------------------------------------------------------------------------
+def test_a_released_calls_ports_stay_open_for_the_next_call_as_the_config_says(tmp_path):
+    base = random.randrange(40000, 50000, 2)
+    for spares, kept in ((4096, 2), (0, 0)):
+        plane = MediaPlane(MediaConfig(rtp_port_min=base, rtp_port_max=base + 99, spare_port_pairs=spares),
+                           data_dir=tmp_path)
+        try:
+            plane.bridge(MediaBridge("c1", base, None, base + 2, None, "PCMU", None))
+            plane.release("c1")
+            assert plane.engine.spare_count == kept
+            plane.bridge(MediaBridge("c2", base, None, base + 2, None, "PCMU", None))  # the same ports
+            assert plane.active() == 1 and plane.relay_errors == 0 and plane.engine.spare_count == 0
+        finally:
+            plane.stop()
+
+
+@pytest.fixture
+def nofile():
+    """RLIMIT_NOFILE restored after the test."""
+    import resource
+
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    yield resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
+def test_the_descriptor_limit_is_raised_for_the_relays_and_the_spares(nofile):
+    from bindings.media import FD_RESERVE, fd_headroom
+
+    soft, hard = nofile.getrlimit(nofile.RLIMIT_NOFILE)
+    wanted = 4 * 100 + 2 * 300 + FD_RESERVE
+    if hard != nofile.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard limit {hard} is below {wanted}")
+    nofile.setrlimit(nofile.RLIMIT_NOFILE, (wanted - 500, hard))
+    assert fd_headroom(100, 300) == 300
+    assert nofile.getrlimit(nofile.RLIMIT_NOFILE)[0] == wanted
+    # no more than the range's pairs can be open, in relays and spares together
+    nofile.setrlimit(nofile.RLIMIT_NOFILE, (256, hard))
+    assert fd_headroom(100, 300, pairs=250) == 300
+    assert nofile.getrlimit(nofile.RLIMIT_NOFILE)[0] == 2 * 250 + FD_RESERVE
+
+
+def test_fewer_spares_are_kept_when_the_hard_limit_is_too_low():
+    import subprocess
+    import sys
+
+    # In a child: a hard limit once lowered cannot be raised again.
+    code = (
+        "import resource\n"
+        "from bindings.media import FD_RESERVE, fd_headroom\n"
+        "limit = 4 * 100 + FD_RESERVE + 2 * 50\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))\n"
+        "print(fd_headroom(100, 300), fd_headroom(1000, 300), resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limit)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(root)))
+    assert out.stdout.split() == ["50", "0", "True"]

@@ -364,14 +364,17 @@ def test_commands_refuse_what_they_cannot_do(engine):
     assert engine.relay_ids() == ["r"]
 
 
-def test_a_removed_relay_frees_its_ports(engine):
-    pa, pb = engine.add_relay("r")
-    engine.remove_relay("r")
-    for port in (pa, pa + 1, pb, pb + 1):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((HOST, port))  # would fail if the engine still held it
-        s.close()
-    assert engine.add_relay("r2", port_a=pa, port_b=pb) == (pa, pb)
+def test_a_removed_relay_frees_its_ports_when_no_spares_are_kept():
+    base = random.randrange(20000, 30000, 2)
+    with Engine(base, base + 399, spare_pairs=0) as engine:
+        pa, pb = engine.add_relay("r")
+        engine.remove_relay("r")
+        assert engine.spare_count == 0
+        for port in (pa, pa + 1, pb, pb + 1):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((HOST, port))  # would fail if the engine still held it
+            s.close()
+        assert engine.add_relay("r2", port_a=pa, port_b=pb) == (pa, pb)
 
 
 def test_a_relay_that_cannot_be_added_leaves_its_first_port_free():

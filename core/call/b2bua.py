@@ -130,6 +130,11 @@ PROMPT_GUARD_SECONDS = 120.0
 # Seconds a refused caller is told to wait (RFC 3261 §20.33).
 RETRY_AFTER = "5"
 
+# Seconds a released RTP port rests before a new call is given it while never-used ports remain:
+# long after a finished call's peers have stopped sending to it (they stop at its BYE), so what they
+# still send is not relayed into the next call (the media engine also empties a reused socket).
+PORT_QUARANTINE = 1.0
+
 
 # -- events for the media engine and the CDR writer ------------------------------------------------
 # Frozen Structs (msgspec): several are made per call, and a frozen dataclass sets each of its fields
@@ -359,28 +364,40 @@ def _cancel_leg(session: InviteSession, now: float, reason: str | None) -> None:
 
 class PortAllocator:
     """RTP ports of one worker: an even port (RTP) and the odd one above (RTCP, RFC 3550 §11) per
-    leg, from ``[low, high]``. Freed ports go to the back of the queue, so a port is not reused while
-    stray packets of its last call may still arrive."""
+    leg, from ``[low, high]``.
 
-    def __init__(self, low: int, high: int):
+    A port released more than ``quarantine`` seconds ago is handed out before a never-used one: the
+    media engine keeps a released port's sockets open for a while (warm ports), and a port given
+    again soon finds them open and bound. Within its quarantine a released port waits, so that
+    packets its last call's peers still send do not reach the next call; only when every never-used
+    port is taken is the longest-released port handed out even so (a full range: better a port that
+    may hear a stray packet than a call refused). Released ports are taken oldest first."""
+
+    def __init__(self, low: int, high: int, quarantine: float = PORT_QUARANTINE):
         first = low + (low % 2)
-        self._free: deque[int] = deque(range(first, high, 2))  # port + 1 <= high
+        self.quarantine = quarantine
+        self._cold: deque[int] = deque(range(first, high, 2))  # never used; port + 1 <= high
+        self._released: deque[tuple[int, float]] = deque()  # (port, when), oldest first
         self._taken: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self._free)
+        return len(self._cold) + len(self._released)
 
-    def allocate(self) -> int | None:
-        if not self._free:
+    def allocate(self, now: float) -> int | None:
+        released = self._released
+        if released and (released[0][1] <= now - self.quarantine or not self._cold):
+            port = released.popleft()[0]
+        elif self._cold:
+            port = self._cold.popleft()
+        else:
             return None
-        port = self._free.popleft()
         self._taken.add(port)
         return port
 
-    def release(self, port: int | None) -> None:
+    def release(self, port: int | None, now: float) -> None:
         if port is not None and port in self._taken:
             self._taken.remove(port)
-            self._free.append(port)
+            self._released.append((port, now))
 
 
 def _restrict(offer: SessionDescription, supported: set[str]) -> SessionDescription:
@@ -817,11 +834,11 @@ class B2BUA:
         except ProtocolError as exc:
             self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
             return
-        port_a = self.ports.allocate()
-        port_b = self.ports.allocate()
+        port_a = self.ports.allocate(now)
+        port_b = self.ports.allocate(now)
         if port_a is None or port_b is None:
-            self.ports.release(port_a)
-            self.ports.release(port_b)
+            self.ports.release(port_a, now)
+            self.ports.release(port_b, now)
             self._refuse(call, now, 503, "No Media Ports")
             return
         call.a.port = port_a
@@ -833,8 +850,8 @@ class B2BUA:
             b = self.sessions.invite(target, self._from_uri(call), now, body=body, peer=peer,
                                      credentials=_credentials(trunk_out))
         except (ProtocolError, ValueError):
-            self.ports.release(port_a)
-            self.ports.release(port_b)
+            self.ports.release(port_a, now)
+            self.ports.release(port_b, now)
             self._reject_new(call, now, 503, "Service Unavailable", FAILED)
             return
         call.b.session = b
@@ -915,10 +932,10 @@ class B2BUA:
         ) or (config is None and not bindings):
             self.stats["refused"] += 1
             return None
-        port_a, port_b = self.ports.allocate(), self.ports.allocate()
+        port_a, port_b = self.ports.allocate(now), self.ports.allocate(now)
         if port_a is None or port_b is None:
-            self.ports.release(port_a)
-            self.ports.release(port_b)
+            self.ports.release(port_a, now)
+            self.ports.release(port_b, now)
             self.stats["refused"] += 1
             return None
         codecs = [c for c in ((config.codecs if config is not None else None) or self.config.media.codecs)
@@ -942,8 +959,8 @@ class B2BUA:
                                              credentials=_credentials(config), headers=headers,
                                              display=display)
         except (ProtocolError, ValueError):
-            self.ports.release(port_a)
-            self.ports.release(port_b)
+            self.ports.release(port_a, now)
+            self.ports.release(port_b, now)
             return None
         call = Call(self, a.session, now)
         self.stats["offered"] += 1
@@ -1092,10 +1109,10 @@ class B2BUA:
         except ProtocolError as exc:
             self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
             return
-        port_a, port_b = self.ports.allocate(), self.ports.allocate()
+        port_a, port_b = self.ports.allocate(now), self.ports.allocate(now)
         if port_a is None or port_b is None:
-            self.ports.release(port_a)
-            self.ports.release(port_b)
+            self.ports.release(port_a, now)
+            self.ports.release(port_b, now)
             self._refuse(call, now, 503, "No Media Ports")
             return
         wanted = [voice] + (["telephone-event"] if "telephone-event" in supported else [])
@@ -2026,7 +2043,7 @@ class B2BUA:
             else:
                 other_call.b = None
             if new.port_before:
-                self.ports.release(new.port_before)
+                self.ports.release(new.port_before, now)
             self._hang_up(other_call, now, SWITCH)
 
     def _transfer_failed(self, call: Call, now: float, status_line: str) -> None:
@@ -2202,7 +2219,7 @@ class B2BUA:
             if leg is None:
                 continue
             if leg.port:
-                self.ports.release(leg.port)
+                self.ports.release(leg.port, now)
             if leg.session is not None and leg.session.state == TERMINATED:
                 self._by_session.pop(leg.session, None)
         for leg in call.detached:
