@@ -122,9 +122,12 @@ def fd_headroom(relays: int, spare_pairs: int, pairs: int | None = None, reserve
     """Make room among the process's file descriptors for ``relays`` relays (four each: RTP and RTCP
     of two legs), ``spare_pairs`` spare port pairs (two each) and ``reserve`` for the rest of the
     node — no more than the ``pairs`` of the port range hold, in relays and spares together: a soft
-    RLIMIT_NOFILE below that is raised toward the hard limit. Returns how many spare pairs fit (fewer
-    than asked, logged, when even the hard limit is too low: the spares are a saving, a relay that
-    cannot open its sockets is a call without media)."""
+    RLIMIT_NOFILE below that is raised toward the hard limit. Returns how many spare pairs to keep:
+    all of them when they fit; else those that fit beside the relays, or up to a quarter of the
+    descriptors past ``reserve`` if that is more (logged). Spares may take descriptors that relays
+    would need later because they are only a saving: the engine closes them when a relay finds no
+    descriptor left (EMFILE), so a limit too low for every call ``max_calls`` allows keeps spares for
+    the calls it does allow."""
     needed = 4 * relays + reserve
     engine = 4 * relays + 2 * spare_pairs
     wanted = reserve + (engine if pairs is None else min(engine, 2 * pairs))
@@ -142,10 +145,10 @@ def fd_headroom(relays: int, spare_pairs: int, pairs: int | None = None, reserve
             log.warning("file descriptor limit %d not raised to %d: %s", soft, raised, exc)
     if soft >= wanted:
         return spare_pairs
-    fit = max(0, (soft - needed) // 2)
-    log.warning("file descriptor limit %d (hard %s): %d spare port pairs kept instead of %d%s", soft,
-                "unlimited" if hard == resource.RLIM_INFINITY else hard, fit, spare_pairs,
-                "" if soft >= needed else f"; {relays} relays need {needed} descriptors")
+    fit = min(spare_pairs, max(0, (soft - needed) // 2, (soft - reserve) // 4))
+    log.warning("file descriptor limit %d (hard %s) is below the %d that %d relays and %d spare port pairs "
+                "need: %d spare pairs kept (closed when a relay finds no descriptor)", soft,
+                "unlimited" if hard == resource.RLIM_INFINITY else hard, wanted, relays, spare_pairs, fit)
     return fit
 
 

@@ -264,4 +264,6 @@ def test_fewer_spares_are_kept_when_the_hard_limit_is_too_low():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(root)))
-    assert out.stdout.split() == ["50", "0", "True"]
+    # 100 relays: 50 pairs fit beside them, but a quarter of the 500 descriptors past the reserve is
+    # more (the engine gives spares up to relays that need them); 1,000 relays cannot all be open.
+    assert out.stdout.split() == ["125", "125", "True"]
