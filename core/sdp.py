@@ -261,24 +261,7 @@ class MediaDescription(_Attributes):
         cannot be matched by name (RFC 3264 §5.1)."""
         if "RTP/" not in self.proto.upper():
             return []
-        rtpmap: dict[str, str] = {}
-        fmtp: dict[str, str] = {}
-        for key, value in self.attributes:
-            if key == "rtpmap":
-                if value:
-                    pt, _, encoding = value.partition(" ")
-                    if pt not in rtpmap:
-                        rtpmap[pt] = encoding
-            elif key == "fmtp" and value:
-                pt, _, params = value.partition(" ")
-                if pt not in fmtp:
-                    fmtp[pt] = params
-        result = []
-        for fmt in self.formats:
-            codec = _codec(fmt, rtpmap.get(fmt), fmtp.get(fmt))
-            if codec is not None:
-                result.append(codec)
-        return result
+        return list(_codecs_of(tuple(self.formats), tuple(self.attributes)))
 
     @property
     def direction(self) -> str:
@@ -366,6 +349,31 @@ def _codec(fmt: str, encoding: str | None, fmtp: str | None) -> Codec | None:
     else:
         return None
     return Codec(pt, name, clock, channels, None if fmtp is None else fmtp.strip())
+
+
+# Memoised by the section's formats and attributes: a phone or a trunk sends the same codec lines
+# call after call, and a call asks a section for its codecs several times (restriction, intersection,
+# the codec and DTMF type of the record).
+@lru_cache(maxsize=1024)
+def _codecs_of(formats: tuple[str, ...], attributes: tuple[tuple[str, str | None], ...]) -> tuple[Codec, ...]:
+    rtpmap: dict[str, str] = {}
+    fmtp: dict[str, str] = {}
+    for key, value in attributes:
+        if key == "rtpmap":
+            if value:
+                pt, _, encoding = value.partition(" ")
+                if pt not in rtpmap:
+                    rtpmap[pt] = encoding
+        elif key == "fmtp" and value:
+            pt, _, params = value.partition(" ")
+            if pt not in fmtp:
+                fmtp[pt] = params
+    result = []
+    for fmt in formats:
+        codec = _codec(fmt, rtpmap.get(fmt), fmtp.get(fmt))
+        if codec is not None:
+            result.append(codec)
+    return tuple(result)
 
 
 def _conn_fields(conn: Connection) -> tuple[str, str, str]:
