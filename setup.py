@@ -52,6 +52,10 @@ COMPILED = [
     "core/media/quality.py",
     "core/cdr/record.py",
     "core/cdr/kpi.py",
+    "bindings/transport.py",
+    "bindings/node.py",
+    "bindings/records.py",
+    "bindings/media.py",
 ]
 # Plain Python semantics for them: negative indices and bounds as Python has them, and type
 # annotations as documentation, not C types or exact-type checks (a ``list`` must still take a subclass).
