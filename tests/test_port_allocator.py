@@ -66,10 +66,6 @@ def test_a_port_released_twice_or_never_taken_is_not_handed_out_twice():
     assert ports.allocate(10.0) is None
 
 
-def test_the_default_quarantine_outlasts_a_finished_calls_stray_packets():
-    assert PortAllocator(20000, 20011).quarantine == PORT_QUARANTINE == 1.0
-
-
 def test_the_b2bua_gives_a_finished_calls_ports_again_only_once_they_have_rested(net):  # noqa: F811
     caller, _ = net.answered_call()
     (first,) = net.switch.take(MediaBridge)
