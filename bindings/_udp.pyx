@@ -24,43 +24,21 @@ from cpython.mem cimport PyMem_Malloc
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
+from posix.uio cimport iovec
 
 from core.sip.addr import Peer
 
 
-cdef extern from "<sys/uio.h>" nogil:
-    cdef struct iovec:
-        void *iov_base
-        size_t iov_len
+# The socket calls and structures the media engine declares already (core/_rtp.pxd), and IPv6's.
+from core._rtp cimport (AF_INET, MSG_DONTWAIT, htons, in_addr, inet_ntop, inet_pton, mmsghdr, ntohs,
+                        recvmmsg, sendmmsg, sockaddr_in)
 
 
 cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    cdef struct msghdr:
-        void *msg_name
-        socklen_t msg_namelen
-        iovec *msg_iov
-        size_t msg_iovlen
-        void *msg_control
-        size_t msg_controllen
-        int msg_flags
-    cdef struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int sendmmsg(int, mmsghdr *, unsigned int, int)
-    int recvmmsg(int, mmsghdr *, unsigned int, int, void *)
-    enum: AF_INET
     enum: AF_INET6
-    enum: MSG_DONTWAIT
 
 
 cdef extern from "<netinet/in.h>" nogil:
-    cdef struct in_addr:
-        uint32_t s_addr
-    cdef struct sockaddr_in:
-        unsigned short sin_family
-        uint16_t sin_port
-        in_addr sin_addr
     cdef struct in6_addr:
         uint8_t s6_addr[16]
     cdef struct sockaddr_in6:
@@ -69,13 +47,6 @@ cdef extern from "<netinet/in.h>" nogil:
         uint32_t sin6_flowinfo
         in6_addr sin6_addr
         uint32_t sin6_scope_id
-
-
-cdef extern from "<arpa/inet.h>" nogil:
-    uint16_t htons(uint16_t)
-    uint16_t ntohs(uint16_t)
-    int inet_pton(int, const char *, void *)
-    const char *inet_ntop(int, const void *, char *, socklen_t)
 
 
 cdef enum:

@@ -16,7 +16,7 @@ import pytest
 
 from core.media import Engine
 from core.media.rtp import Latched
-from tests.test_media_relay import HOST, Phone, pump
+from tests.test_media_relay import HOST, Phone, phones, pump  # noqa: F401 (phones: a fixture)
 from tests.test_rtp import fields, rtp
 
 pytestmark = pytest.mark.skipif(Engine is None, reason="core._rtp is not built")
@@ -24,19 +24,6 @@ pytestmark = pytest.mark.skipif(Engine is None, reason="core._rtp is not built")
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def phones():
-    made = []
-
-    def make(rtcp=False):
-        made.append(Phone(rtcp))
-        return made[-1]
-
-    yield make
-    for p in made:
-        p.close()
 
 
 def a_range(span: int) -> tuple[int, int]:
