@@ -112,7 +112,7 @@ class UdpTransport:
                 data, addr = self.sock.recvfrom(65536)
             except BlockingIOError:
                 break
-            except (ConnectionRefusedError, OSError) as exc:
+            except OSError as exc:
                 if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     continue  # an earlier send's ICMP error, reported on this read
                 raise
