@@ -442,6 +442,7 @@ cdef int header_kind(const unsigned char *p, Py_ssize_t n) noexcept nogil:
 _KIND_OF = {"via": H_VIA, "from": H_FROM, "to": H_TO, "call-id": H_CALL_ID, "cseq": H_CSEQ,
             "contact": H_CONTACT, "max-forwards": H_MAX_FORWARDS, "content-length": H_CONTENT_LENGTH,
             "route": H_ROUTE, "record-route": H_RECORD_ROUTE, "date": H_DATE}
+cdef dict _REASONS = REASON_PHRASES  # a response's default reason phrase, looked up per response
 
 
 # --- text ------------------------------------------------------------------------------------------
@@ -1102,8 +1103,8 @@ cdef object _take_replacement(Message msg, HeaderLine *line, dict replacements):
     return None
 
 
-_NAME_INFO = {}
-_IS_LIST = {}
+cdef dict _NAME_INFO = {}  # typed: .get() is a C call, not a bound method made per lookup
+cdef dict _IS_LIST = {}
 
 
 cdef bint _is_list(str name):
@@ -1216,7 +1217,7 @@ def build_response(Message request, int status, reason=None, *, to_tag=None, hea
     cdef HeaderLine *line
     cdef const unsigned char *b = request._buf
     if reason is None:
-        reason = REASON_PHRASES.get(status, "Unknown")
+        reason = _REASONS.get(status, "Unknown")
     out = [f"SIP/2.0 {status} {reason}\r\n".encode("utf-8", "surrogateescape")]
     for k in range(request._count):
         line = &request._lines[k]
