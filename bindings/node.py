@@ -155,7 +155,7 @@ class Node:
             transport, host, port = parse_listen(spec)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             if transport == "udp":
-                proto = UdpTransport(self.on_message, udp_socket(family, host, port), loop)
+                proto = UdpTransport(self.on_datagram, udp_socket(family, host, port), loop, self.arm_timer)
                 self.udp.setdefault(family, proto)
                 self._udp_sockets.append(proto)
                 bound = proto.sockname()
@@ -345,9 +345,13 @@ class Node:
 
     # -- the adapter ----------------------------------------------------------------------------
     def on_message(self, data: bytes, peer: Peer) -> None:
+        self.on_datagram(data, peer)
+        self.arm_timer()
+
+    def on_datagram(self, data: bytes, peer: Peer) -> None:
+        """A message in a batch the UDP transport read: the timer is armed once for the batch."""
         self.endpoint.receive_datagram(data, peer, time.time())
         self.flush()
-        self.arm_timer()
 
     def on_timer(self) -> None:
         self._timer = None

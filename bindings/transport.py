@@ -56,7 +56,8 @@ _READ_ROUNDS = 16
 
 class UdpTransport:
     """One bound UDP socket on the event loop, read and written in batches; every datagram goes to
-    ``on_message(data, peer)``.
+    ``on_message(data, peer)``, and ``after_reads()`` (when given) is called once the datagrams read
+    together are handled, before their answers leave.
 
     Reading: one ``recvmmsg`` takes up to 64 waiting datagrams (``bindings/_udp.pyx``), for as long
     as more wait (up to 16 rounds before the loop's other work gets its turn).
@@ -69,8 +70,9 @@ class UdpTransport:
 
     Without the compiled ``bindings._udp`` (nothing built) the same, a datagram per system call."""
 
-    def __init__(self, on_message, sock: socket.socket, loop: asyncio.AbstractEventLoop):
+    def __init__(self, on_message, sock: socket.socket, loop: asyncio.AbstractEventLoop, after_reads=None):
         self.on_message = on_message
+        self.after_reads = after_reads
         self.sock = sock
         self._fd = sock.fileno()
         self._family = sock.family
@@ -94,6 +96,8 @@ class UdpTransport:
                 if len(batch) < _READ_BATCH or self._loop is None:
                     break
         finally:
+            if self.after_reads is not None:
+                self.after_reads()
             self.flush()
 
     def _read(self) -> list[tuple[bytes, Peer]]:
