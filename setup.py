@@ -56,6 +56,7 @@ COMPILED = [
     "bindings/node.py",
     "bindings/records.py",
     "bindings/media.py",
+    "bindings/cdr.py",
 ]
 # Plain Python semantics for them: negative indices and bounds as Python has them, and type
 # annotations as documentation, not C types or exact-type checks (a ``list`` must still take a subclass).
