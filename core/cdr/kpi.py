@@ -322,9 +322,14 @@ class KpiBook:
             targets.append(self._get("trunk", record.trunk, start))
         if record.campaign_id:
             targets.append(self._get("campaign", record.campaign_id, start))
-        disposition = Disposition(record.disposition)
+        # Records made here hold the enums already; one read back from storage may hold their values
+        # (an Enum's call, the conversion, is a Python-level function: skipped when not needed).
+        disposition = record.disposition
+        if type(disposition) is not Disposition:
+            disposition = Disposition(disposition)
         answered = disposition is Disposition.ANSWERED
-        inbound = Direction(record.direction) is Direction.INBOUND
+        direction = record.direction
+        inbound = (direction if type(direction) is Direction else Direction(direction)) is Direction.INBOUND
         disp_field = _DISP_FIELD[disposition]
         connect = talk = 0
         timed = answered and record.answered is not None
