@@ -72,8 +72,10 @@ cdef extern from "<sys/epoll.h>" nogil:
     int epoll_ctl(int, int, int, epoll_event *)
     int epoll_wait(int, epoll_event *, int, int)
     enum: EPOLLIN
+    enum: EPOLLONESHOT
     enum: EPOLL_CTL_ADD
     enum: EPOLL_CTL_DEL
+    enum: EPOLL_CTL_MOD
     enum: EPOLL_CLOEXEC
 
 
@@ -327,6 +329,10 @@ cdef class Engine:
     cdef int64_t last_scan_ns
     cdef int alloc_cursor
     cdef int spare_pairs    # the most port pairs kept open for reuse (0: none)
+    # per port pair (index (port - port_min) / 2), for the spares: PAIR_RESTING and the DIRTY bits,
+    # written under the mutex; and which rest it is (counted up as each rest begins, in its tokens)
+    cdef uint8_t *pair_state
+    cdef uint32_t *pair_gen
     # receive and send vectors, reused by every batch
     cdef mmsghdr rmsgs[BATCH]
     cdef iovec riov[BATCH]
@@ -349,6 +355,7 @@ cdef class Engine:
     cdef dict recordings    # slot -> (CaptureRing, CallRecording)
 
     cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil
+    cdef void _spare_event(self, uint64_t token) noexcept nogil
     cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil
     cdef int _accept_source(self, Leg *leg, int r, sockaddr_in *src) noexcept nogil
     cdef void _scan_timeouts(self, int64_t now_ns) noexcept nogil
@@ -359,13 +366,14 @@ cdef class Engine:
     cdef void _signal(self) noexcept nogil
     cdef int _address(self, object value, sockaddr_in *out) except -1
     cdef int _check_new(self, object relay_id) except -1
-    cdef int _open_pair(self, object port, int *fds) except -1
+    cdef int _open_pair(self, object port, int *fds, bint *reused) except -1
     cdef bint _bind_pair(self, int port, int *fds, bint must) except -1
     cdef int _new_socket(self) noexcept
     cdef bint _take_spare(self, int port, int *fds) except -1
-    cdef void _drop_sockets(self, const int *fds, int port_a, int port_b, bint registered)
+    cdef void _release_pair(self, int port, const int *fds, int how)
     cdef void _close_spares(self) noexcept
-    cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc) except -1
+    cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc,
+                       bint reused) except -1
     cdef object _leg_figures(self, const Leg *leg, dict meta)
     cdef void _push(self, int kind, Leg *leg, uint32_t a, uint32_t b, uint32_t c, uint32_t d) noexcept nogil
     cdef void _close_all(self) noexcept
