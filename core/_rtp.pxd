@@ -333,6 +333,9 @@ cdef class Engine:
     # written under the mutex; and which rest it is (counted up as each rest begins, in its tokens)
     cdef uint8_t *pair_state
     cdef uint32_t *pair_gen
+    # SSRCs and a prompt's first seq/ts: SipHash-2-4 of a counter under a key from os.urandom
+    cdef uint64_t rng_key[2]
+    cdef uint64_t rng_count
     # receive and send vectors, reused by every batch
     cdef mmsghdr rmsgs[BATCH]
     cdef iovec riov[BATCH]
@@ -356,6 +359,7 @@ cdef class Engine:
 
     cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil
     cdef void _spare_event(self, uint64_t token) noexcept nogil
+    cdef uint64_t _random64(self) noexcept nogil
     cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil
     cdef int _accept_source(self, Leg *leg, int r, sockaddr_in *src) noexcept nogil
     cdef void _scan_timeouts(self, int64_t now_ns) noexcept nogil

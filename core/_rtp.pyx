@@ -527,6 +527,51 @@ def _split_options(options) -> tuple:
     return per_leg
 
 
+cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:
+    return (x << b) | (x >> (64 - b))
+
+
+cdef uint64_t siphash24(uint64_t k0, uint64_t k1, uint64_t m) noexcept nogil:
+    """SipHash-2-4 (Aumasson, Bernstein 2012) of one 8-byte message, ``m`` read little-endian, under the
+    key ``k0 | k1 << 64``: a pseudorandom function, so its values at 0, 1, 2... are random numbers that
+    cannot be told from the CSPRNG's without the key (RFC 3550 §5.1 would have a stream's first seq and
+    timestamp unpredictable, §8.1 its SSRC random), for tens of nanoseconds instead of a getrandom call."""
+    cdef uint64_t v0 = k0 ^ 0x736f6d6570736575ULL
+    cdef uint64_t v1 = k1 ^ 0x646f72616e646f6dULL
+    cdef uint64_t v2 = k0 ^ 0x6c7967656e657261ULL
+    cdef uint64_t v3 = k1 ^ 0x7465646279746573ULL
+    cdef uint64_t last = (<uint64_t>8) << 56  # the final block: the message's length, no bytes left
+    cdef int i
+    v3 ^= m
+    for i in range(8):  # 2 rounds for m, 2 for the final block, 4 to finish
+        if i == 2:
+            v0 ^= m
+            v3 ^= last
+        elif i == 4:
+            v0 ^= last
+            v2 ^= 0xff
+        v0 += v1
+        v1 = _rotl(v1, 13)
+        v1 ^= v0
+        v0 = _rotl(v0, 32)
+        v2 += v3
+        v3 = _rotl(v3, 16)
+        v3 ^= v2
+        v0 += v3
+        v3 = _rotl(v3, 21)
+        v3 ^= v0
+        v2 += v1
+        v1 = _rotl(v1, 17)
+        v1 ^= v2
+        v2 = _rotl(v2, 32)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def _siphash24(uint64_t k0, uint64_t k1, uint64_t m) -> int:
+    """``siphash24`` for the tests (the reference's vectors)."""
+    return siphash24(k0, k1, m)
+
+
 cdef void _drain(int fd) noexcept nogil:
     """Discard the datagrams queued on ``fd`` (a spare socket being reused): each is read into one
     byte, and a UDP socket drops what does not fit. Stops at the first short batch; bounded, so a peer
@@ -621,6 +666,10 @@ cdef class Engine:
         epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakefd, &ev)
         ev.data.u64 = TIMER_TOKEN
         epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.timerfd, &ev)
+        key = os.urandom(16)  # once per engine: the relays' SSRCs are drawn from it (_random64)
+        self.rng_key[0] = int.from_bytes(key[:8], "little")
+        self.rng_key[1] = int.from_bytes(key[8:], "little")
+        self.rng_count = 0
         self.next_playback_id = 1
         self.prompts = {}
         self.play_refs = {}
@@ -699,7 +748,7 @@ cdef class Engine:
         cdef int fds[4]
         cdef int pa = -1, pb = -1, w, slot
         cdef bint reused[2]
-        cdef const uint8_t *ssrc
+        cdef uint64_t ssrc
         per_leg = _split_options(options)
         self._check_new(relay_id)
         fds[0] = fds[1] = fds[2] = fds[3] = -1
@@ -724,10 +773,9 @@ cdef class Engine:
             self.relays[relay_id] = slot
             self.by_serial[serial] = relay_id
             self.meta[slot] = (dict(_META_DEFAULTS), dict(_META_DEFAULTS))
-            entropy = os.urandom(8)  # RFC 3550 §8.1: each leg's outgoing SSRC is random
-            ssrc = <const uint8_t *>PyBytes_AS_STRING(entropy)
-            self._init_leg(2 * slot, serial, 0, pa, fds, _be32(ssrc), reused[0])
-            self._init_leg(2 * slot + 1, serial, 1, pb, fds + 2, _be32(ssrc + 4), reused[1])
+            ssrc = self._random64()  # RFC 3550 §8.1: each leg's outgoing SSRC is random
+            self._init_leg(2 * slot, serial, 0, pa, fds, <uint32_t>(ssrc >> 32), reused[0])
+            self._init_leg(2 * slot + 1, serial, 1, pb, fds + 2, <uint32_t>ssrc, reused[1])
             self.legs[2 * slot].partner = 2 * slot + 1
             self.legs[2 * slot + 1].partner = 2 * slot
             for w in range(2):
@@ -858,7 +906,7 @@ cdef class Engine:
         cdef Playback *p
         cdef int64_t now, gap
         cdef int i, fb
-        cdef uint64_t advance
+        cdef uint64_t advance, first
         self._lock()
         try:
             i = self._leg_index(relay_id, leg)
@@ -889,10 +937,11 @@ cdef class Engine:
                 self._end_playback(l, PLAY_REPLACED)
             now = _monotonic_ns()
             p = &l.play
-            if p.last_ns == 0:
-                p.src = int.from_bytes(os.urandom(4), "big")
-                p.seq = int.from_bytes(os.urandom(2), "big")
-                p.ts = int.from_bytes(os.urandom(4), "big")
+            if p.last_ns == 0:  # the leg's first prompt: a new source (RFC 3550 §5.1, §8.1)
+                first = self._random64()
+                p.src = <uint32_t>(first >> 32)
+                p.ts = <uint32_t>first
+                p.seq = <uint32_t>(self._random64() & 0xFFFF)
             else:
                 # the same source goes on: its timestamps advance by the time since its last frame
                 gap = now - p.last_ns
@@ -1205,6 +1254,13 @@ cdef class Engine:
             if n == 0 or self.rec_due:
                 break  # idle, or the recordings are due in Python
         return total
+
+    cdef uint64_t _random64(self) noexcept nogil:
+        """(mutex held) 64 random bits: SipHash-2-4 of the next count under the engine's key. (A child
+        forked from the process would draw the same; the engine does not outlive a fork: its thread and
+        mutex do not.)"""
+        self.rng_count += 1
+        return siphash24(self.rng_key[0], self.rng_key[1], self.rng_count)
 
     cdef void _spare_event(self, uint64_t token) noexcept nogil:
         """A datagram reached a resting spare: mark it, for the relay that takes the pair to discard what
