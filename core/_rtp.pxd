@@ -79,6 +79,17 @@ cdef extern from "<sys/epoll.h>" nogil:
     enum: EPOLL_CLOEXEC
 
 
+cdef extern from "<poll.h>" nogil:
+    ctypedef unsigned long nfds_t
+    cdef struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *, nfds_t, int)
+    enum: POLLIN
+    enum: POLLERR
+
+
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int, int)
     enum: EFD_NONBLOCK
@@ -329,10 +340,6 @@ cdef class Engine:
     cdef int64_t last_scan_ns
     cdef int alloc_cursor
     cdef int spare_pairs    # the most port pairs kept open for reuse (0: none)
-    # per port pair (index (port - port_min) / 2), for the spares: PAIR_RESTING and the DIRTY bits,
-    # written under the mutex; and which rest it is (counted up as each rest begins, in its tokens)
-    cdef uint8_t *pair_state
-    cdef uint32_t *pair_gen
     # SSRCs and a prompt's first seq/ts: SipHash-2-4 of a counter under a key from os.urandom
     cdef uint64_t rng_key[2]
     cdef uint64_t rng_count
@@ -358,7 +365,6 @@ cdef class Engine:
     cdef dict recordings    # slot -> (CaptureRing, CallRecording)
 
     cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil
-    cdef void _spare_event(self, uint64_t token) noexcept nogil
     cdef uint64_t _random64(self) noexcept nogil
     cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil
     cdef int _accept_source(self, Leg *leg, int r, sockaddr_in *src) noexcept nogil
@@ -375,6 +381,7 @@ cdef class Engine:
     cdef int _new_socket(self) noexcept
     cdef bint _take_spare(self, int port, int *fds) except -1
     cdef void _release_pair(self, int port, const int *fds, int how)
+    cdef void _empty_spares(self, const int *fds, const bint *reused) noexcept
     cdef void _close_spares(self) noexcept
     cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc,
                        bint reused) except -1

@@ -20,11 +20,11 @@ end sees one continuous stream when the source behind it changes. Around it, the
   port (RFC 5761 §4) passes through untouched;
 - a leg that receives nothing for ``timeout_ms`` raises ``MediaTimeout`` once (until media resumes);
 - warm ports: a removed relay's port pairs stay open and bound as spares (up to ``spare_pairs``), and stay
-  in the epoll set, but one-shot under a token of their own: a datagram that reaches a spare goes
-  nowhere, it only marks the spare (once) for the loop; a new relay on such a port takes the pair,
-  discards what queued on it meanwhile (when the spare was marked) and starts afresh, without the
-  socket/setsockopt/bind/close that opening a pair costs nor taking its sockets out of the epoll set
-  and back in (the comment above Engine._take_spare says which datagrams may still slip through).
+  in the epoll set, but deaf: one-shot and without EPOLLIN, so that nothing that reaches them wakes the
+  loop or goes anywhere; a new relay on such a port takes the pair, discards what queued on it
+  meanwhile (one poll() tells which sockets have something) and starts afresh, without the
+  socket/setsockopt/bind/close that opening a pair costs nor taking its sockets out of the epoll set and
+  back in.
 
 Playback and recording (core/media/prompts.py, core/media/recording.py):
 
@@ -70,9 +70,8 @@ __all__ = ["Engine", "RtpReceiver", "RtpRewriter", "parse_header"]
 
 cdef uint64_t WAKE_TOKEN = 0xFFFFFFFFFFFFFFFFULL
 cdef uint64_t TIMER_TOKEN = 0xFFFFFFFFFFFFFFFEULL
-# A spare socket's token: (the rest's pair_gen << 32) | SPARE_TOKEN | (pair << 1) | rtcp. A leg's token
-# is (gen << 32) | (leg << 1) | rtcp with leg < 32768: bit 31 tells them apart (WAKE and TIMER, which
-# have it too, are looked for first).
+# A spare socket's token: SPARE_TOKEN | (pair << 1) | rtcp. A leg's token is (gen << 32) | (leg << 1) |
+# rtcp with leg < 32768: bit 31 tells them apart (WAKE and TIMER, which have it too, are looked for first).
 cdef uint64_t SPARE_TOKEN = 0x80000000ULL
 cdef int64_t TICK_NS = 5000000           # the playback timer: frames leave within 5 ms of their time
 cdef int64_t DRAIN_EVERY_NS = 100000000  # recordings are handed to Python every 100 ms
@@ -81,15 +80,10 @@ PLAY_REASONS = ("done", "stopped", "replaced", "removed")
 cdef int64_t SCAN_EVERY_NS = 100000000  # media timeouts are checked every 100 ms
 cdef int DRAIN_ROUNDS = 1024            # recvmmsg batches a reused socket is emptied with, at most
 cdef enum:
-    # Engine.pair_state: a pair resting as a spare, and which of its sockets had a datagram since
-    PAIR_DIRTY_RTP = 1
-    PAIR_DIRTY_RTCP = 2
-    PAIR_RESTING = 4
     # Engine._release_pair: where a pair that leaves a relay (or never made one) stands with epoll
     PAIR_FRESH = 0  # bound for a relay that was not added: in no epoll set
     PAIR_SPARE = 1  # taken from the spares for a relay that was not added: in the set as that spare
-    PAIR_LEG = 2    # a removed relay's, in the set under its leg's token, to be closed
-    PAIR_REST = 3   # a removed relay's, in the set under its leg's token, to rest (pair_state is set)
+    PAIR_LEG = 2    # a removed relay's: in the set under its leg's token
 cdef uint32_t MAX_DROPOUT = 3000        # RFC 3550 A.1
 cdef uint32_t MAX_MISORDER = 100
 cdef uint32_t RTP_SEQ_MOD = 65536
@@ -607,8 +601,6 @@ cdef class Engine:
     def __cinit__(self):
         self.legs = NULL
         self.rbuf = NULL
-        self.pair_state = NULL
-        self.pair_gen = NULL
         self.epfd = self.wakefd = self.evfd = self.timerfd = -1
         self.queue.items = NULL
         pthread_mutex_init(&self.mutex, NULL)
@@ -635,10 +627,7 @@ cdef class Engine:
         self.legs = <Leg *>calloc(self.nlegs, sizeof(Leg))
         self.rbuf = <uint8_t *>calloc(BATCH, SLOT)
         self.queue.items = <MediaEventC *>calloc(event_capacity, sizeof(MediaEventC))
-        self.pair_state = <uint8_t *>calloc(self.nlegs, sizeof(uint8_t))
-        self.pair_gen = <uint32_t *>calloc(self.nlegs, sizeof(uint32_t))
-        if (self.legs == NULL or self.rbuf == NULL or self.queue.items == NULL or self.pair_state == NULL
-                or self.pair_gen == NULL):
+        if self.legs == NULL or self.rbuf == NULL or self.queue.items == NULL:
             raise MemoryError()
         self.queue.cap = event_capacity
         for i in range(self.nlegs):
@@ -688,8 +677,6 @@ cdef class Engine:
         free(self.legs)
         free(self.rbuf)
         free(self.queue.items)
-        free(self.pair_state)
-        free(self.pair_gen)
         pthread_mutex_destroy(&self.mutex)
         pthread_mutex_destroy(&self.rec_mutex)
 
@@ -743,8 +730,8 @@ cdef class Engine:
         A port left None is taken from the range. Returns ``(port_a, port_b)`` (the RTP ports).
 
         The sockets are opened and bound (or spares taken) before the mutex is taken: the loop waits only
-        for the legs' fields to be set and their sockets watched (a spare that heard something while it
-        rested emptied first)."""
+        for the legs' fields to be set and their sockets watched (spares looked at, and emptied of what
+        reached them while they rested, first)."""
         cdef int fds[4]
         cdef int pa = -1, pb = -1, w, slot
         cdef bint reused[2]
@@ -774,6 +761,7 @@ cdef class Engine:
             self.by_serial[serial] = relay_id
             self.meta[slot] = (dict(_META_DEFAULTS), dict(_META_DEFAULTS))
             ssrc = self._random64()  # RFC 3550 §8.1: each leg's outgoing SSRC is random
+            self._empty_spares(fds, reused)
             self._init_leg(2 * slot, serial, 0, pa, fds, <uint32_t>(ssrc >> 32), reused[0])
             self._init_leg(2 * slot + 1, serial, 1, pb, fds + 2, <uint32_t>ssrc, reused[1])
             self.legs[2 * slot].partner = 2 * slot + 1
@@ -814,14 +802,13 @@ cdef class Engine:
         """Remove a relay; returns its final figures ``{"a": LegFigures, "b": LegFigures}``. Its port
         pairs become spares (or are closed when ``spare_pairs`` are kept already).
 
-        Under the mutex the legs are only copied and retired and the pairs to keep marked as resting;
-        after it is given back, the kept pairs' sockets are turned into spares in the epoll set, the others
-        taken out of it and closed, and the figures computed."""
+        Under the mutex the legs are only copied and retired; after it is given back, their pairs'
+        sockets are turned into spares in the epoll set (or taken out of it and closed) and their figures
+        computed."""
         cdef Leg *leg
         cdef Leg final[2]
         cdef int fds[4]
-        cdef int how[2]
-        cdef int i, w, slot, k, room
+        cdef int i, w, slot
         if self.recordings:
             self._rec_lock()
             try:
@@ -845,15 +832,6 @@ cdef class Engine:
                 leg.fd[0] = leg.fd[1] = -1
                 leg.active = 0
                 leg.partner = -1
-            room = self.spare_pairs - len(self.spares)
-            for w in range(2):
-                how[w] = PAIR_LEG
-                if room > 0 and fds[2 * w] >= 0 and fds[2 * w + 1] >= 0:
-                    room -= 1
-                    how[w] = PAIR_REST
-                    k = (final[w].port - self.port_min) >> 1
-                    self.pair_gen[k] += 1  # a new rest: the tokens of former ones no longer count
-                    self.pair_state[k] = PAIR_RESTING
             del self.relays[relay_id]
             serial = final[0].serial
             relay_id = self.by_serial.pop(serial)
@@ -864,8 +842,8 @@ cdef class Engine:
             self.free_slots.append(slot)
         finally:
             self._unlock()
-        self._release_pair(final[0].port, fds, how[0])
-        self._release_pair(final[1].port, fds + 2, how[1])
+        self._release_pair(final[0].port, fds, PAIR_LEG)
+        self._release_pair(final[1].port, fds + 2, PAIR_LEG)
         return {"a": self._leg_figures(&final[0], meta[0]), "b": self._leg_figures(&final[1], meta[1])}
 
     def figures(self, relay_id) -> dict:
@@ -1245,8 +1223,7 @@ cdef class Engine:
                         self._tick(now)
                         continue
                     if self.evs[i].data.u64 & SPARE_TOKEN:
-                        self._spare_event(self.evs[i].data.u64)
-                        continue
+                        continue  # an error on a resting spare (once: one-shot); its next relay clears it
                     total += self._process(self.evs[i].data.u64, now)
                 if now - self.last_scan_ns >= SCAN_EVERY_NS:
                     self._scan_timeouts(now)
@@ -1261,16 +1238,6 @@ cdef class Engine:
         mutex do not.)"""
         self.rng_count += 1
         return siphash24(self.rng_key[0], self.rng_key[1], self.rng_count)
-
-    cdef void _spare_event(self, uint64_t token) noexcept nogil:
-        """A datagram reached a resting spare: mark it, for the relay that takes the pair to discard what
-        queued. Nothing else: EPOLLONESHOT keeps the socket quiet until it is taken (or rests anew). A
-        token of a rest that is over (the pair was taken, closed or rested again since epoll_wait
-        returned) is ignored."""
-        cdef int k = <int>((<uint32_t>token & 0x7FFFFFFF) >> 1)
-        if (k < self.nlegs and self.pair_state[k] & PAIR_RESTING
-                and self.pair_gen[k] == <uint32_t>(token >> 32)):
-            self.pair_state[k] |= PAIR_DIRTY_RTCP if token & 1 else PAIR_DIRTY_RTP
 
     cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil:
         """One recvmmsg on a ready socket, each datagram checked, counted and rewritten in place,
@@ -1583,32 +1550,24 @@ cdef class Engine:
         return fd
 
     # Warm ports. A removed relay's pair stays bound and stays in the epoll set: its sockets are
-    # modified (EPOLL_CTL_MOD, cheaper than DEL then ADD) to EPOLLIN | EPOLLONESHOT under a spare token
-    # that names the pair and its rest (pair_gen). A datagram that reaches a resting spare wakes the loop
-    # once, and the loop only marks the pair dirty (_spare_event); a relay that takes the pair empties the
-    # dirty sockets (_drain) and modifies them to its legs' tokens, all under the mutex (_init_leg), so a
-    # pair that heard nothing while it rested costs no system call but the MODs (and the loop waits for
-    # a drain only when there is something to drain). A pair closed instead of kept (more than
-    # spare_pairs, out of descriptors, close()) is deleted from the set first: a copy of the socket in a
-    # forked child would keep it there.
-    #
-    # The races with the loop: an event epoll_wait returned before a MOD may be handled after it. A
-    # stale leg token fails the leg's generation check (as before); a stale spare token fails the
-    # pair's (its rest is over: taken, closed or resting anew), and is dropped. What queued on a spare
-    # is discarded only as far as the loop has seen it: a datagram whose event the loop has not handled
-    # when _init_leg reads the pair's state (it arrived since the loop's last epoll_wait, or epoll_wait
-    # returned it and the command took the mutex first) is not known, and the MOD hands the still
-    # readable socket to the new leg, which receives the datagram. That window is a round of the loop
-    # (its wake-up when idle, a batch of events when busy). The drain-then-ADD this replaced had one of
-    # the same size: what arrived between the drain, made before the mutex was awaited, and the ADD
-    # under it went to the new leg. Either way what the old peer sends once the new leg is watched
-    # reaches it as from any source (it latches a leg that has heard nothing yet). One difference: an
-    # engine driven by run() rather than serve() sees its spares only when run() is called, so what
-    # queued on them since the last run() reaches the relay that takes them (the drain caught it).
+    # modified (EPOLL_CTL_MOD, where DEL then ADD cost three times as much) to EPOLLONESHOT alone under
+    # a spare token. Without EPOLLIN a datagram that reaches a resting spare does not wake the loop; an
+    # error would (epoll always reports them), once. A relay that takes the pair looks at its sockets
+    # with one poll() under the mutex, empties those that are readable (_drain) and modifies them to its
+    # legs' tokens (_empty_spares, then _init_leg): what queued while the pair rested never reaches the
+    # new legs, but for what arrives between the poll() and the MOD, a microsecond later, under the
+    # same mutex. (The drain-then-ADD this replaces let through what arrived between the drain, made
+    # before the mutex was awaited, and the ADD; marking spares from the loop's events instead of the
+    # poll() missed what the loop had not handled yet: with serve() running, a datagram sent just
+    # before add_relay reached the new relay one time in two.) Stale tokens, returned by epoll_wait
+    # before a MOD and handled after it, do nothing: a leg's fails its generation check, a spare's is
+    # never acted on. A pair closed instead of kept (more than spare_pairs, out of descriptors, close())
+    # is deleted from the set first: a copy of the socket in a forked child would keep it there.
 
     cdef bint _take_spare(self, int port, int *fds) except -1:
         """The port's spare pair into ``fds[0:2]``; False when the port has none. It is still in the epoll
-        set as a spare: ``_init_leg`` discards what queued on it while it rested and watches it for the leg."""
+        set as a spare: ``_empty_spares`` discards what queued on it while it rested, ``_init_leg``
+        watches it for the leg."""
         pair = self.spares.pop(port, None)
         if pair is None:
             return False
@@ -1616,31 +1575,49 @@ cdef class Engine:
         self.ports.add(port)
         return True
 
+    cdef void _empty_spares(self, const int *fds, const bint *reused) noexcept:
+        """(mutex held) Discard what reached the reused pairs among ``fds[0:4]`` (``reused[w]``: pair w)
+        while they rested: one poll() of their sockets, a drain of each readable one (or holding an
+        error, which the drain clears)."""
+        cdef pollfd p[4]
+        cdef int n = 0, i, w
+        for w in range(2):
+            if reused[w]:
+                for i in range(2 * w, 2 * w + 2):
+                    p[n].fd = fds[i]
+                    p[n].events = POLLIN
+                    p[n].revents = 0
+                    n += 1
+        if n == 0 or poll(p, n, 0) <= 0:
+            return
+        for i in range(n):
+            if p[i].revents:
+                _drain(p[i].fd)
+
     cdef void _release_pair(self, int port, const int *fds, int how):
         """Free the port (-1: none) and the sockets ``fds[0:2]`` (-1: nothing) of a relay that is gone or
-        was never added, as ``how`` says where they stand (PAIR_FRESH, PAIR_SPARE, PAIR_LEG, PAIR_REST).
-        A pair to rest becomes a spare (remove_relay chose it under the mutex, while there was room: the
-        spares kept are the oldest, those a port allocator handing out the longest-released port first
-        takes next); a spare taken for a relay that was not added goes back while there is room; any
-        other pair is taken out of the epoll set and closed."""
+        was never added, as ``how`` says where they stand (PAIR_FRESH, PAIR_SPARE, PAIR_LEG). While there
+        is room among the spares a removed relay's pair becomes one (the spares kept are the oldest,
+        those a port allocator handing out the longest-released port first takes next), and a spare
+        taken for a relay that was not added goes back; any other pair is taken out of the epoll set
+        (if in it) and closed."""
         cdef epoll_event ev
-        cdef int k, r
+        cdef int r
         if port >= 0:
             self.ports.discard(port)
-        if how == PAIR_REST:
-            k = (port - self.port_min) >> 1
-            ev.events = EPOLLIN | EPOLLONESHOT
-            for r in range(2):
-                ev.data.u64 = (<uint64_t>self.pair_gen[k] << 32) | SPARE_TOKEN | (<uint64_t>k << 1) | <uint64_t>r
-                if epoll_ctl(self.epfd, EPOLL_CTL_MOD, fds[r], &ev) != 0:
-                    how = PAIR_LEG  # cannot happen (the socket is in the set): close the pair rather
-                    break
-            else:
-                self.spares[port] = (fds[0], fds[1])
+        if port >= 0 and fds[0] >= 0 and fds[1] >= 0 and len(self.spares) < self.spare_pairs:
+            if how == PAIR_SPARE:
+                self.spares[port] = (fds[0], fds[1])  # as it was: in the set, under its spare token
                 return
-        elif how == PAIR_SPARE and fds[0] >= 0 and len(self.spares) < self.spare_pairs:
-            self.spares[port] = (fds[0], fds[1])  # as it was: in the set, under the same spare token
-            return
+            if how == PAIR_LEG:
+                ev.events = EPOLLONESHOT
+                for r in range(2):
+                    ev.data.u64 = SPARE_TOKEN | (<uint64_t>((port - self.port_min) >> 1) << 1) | <uint64_t>r
+                    if epoll_ctl(self.epfd, EPOLL_CTL_MOD, fds[r], &ev) != 0:
+                        break  # cannot happen (the socket is in the set): close the pair rather
+                else:
+                    self.spares[port] = (fds[0], fds[1])
+                    return
         for r in range(2):
             if fds[r] >= 0:
                 if how != PAIR_FRESH:
@@ -1648,8 +1625,7 @@ cdef class Engine:
                 close(fds[r])
 
     cdef void _close_spares(self) noexcept:
-        """Close every spare pair, each socket deleted from the epoll set first. (Their pair_state is left
-        as it is: it counts only while a pair is in ``spares``, and a pair enters it through a new rest.)"""
+        """Close every spare pair, each socket deleted from the epoll set first."""
         cdef int fd
         if self.spares is None:
             return
@@ -1663,13 +1639,12 @@ cdef class Engine:
     cdef int _init_leg(self, int i, uint64_t serial, int which, int port, const int *fds, uint32_t ssrc,
                        bint reused) except -1:
         """A leg on the sockets ``fds`` (RTP, RTCP) with the settings of _DEFAULTS, watched by epoll: added
-        to the set, or, ``reused`` spares, emptied if a datagram reached them while they rested and
-        modified from their spare token to the leg's."""
+        to the set, or, ``reused`` spares (emptied already), modified from their spare token to the leg's."""
         cdef Leg *leg = &self.legs[i]
         cdef uint32_t gen = leg.gen + 1
         cdef epoll_event ev
-        cdef int r, k = (port - self.port_min) >> 1
-        cdef int op = EPOLL_CTL_ADD
+        cdef int r
+        cdef int op = EPOLL_CTL_MOD if reused else EPOLL_CTL_ADD
         memset(leg, 0, sizeof(Leg))
         leg.gen = gen
         leg.serial = serial
@@ -1686,13 +1661,6 @@ cdef class Engine:
         leg.relatch_after = DEFAULT_RELATCH_AFTER
         leg.last_rx_ns = _monotonic_ns()
         leg.active = 1
-        if reused:
-            op = EPOLL_CTL_MOD
-            if self.pair_state[k] & PAIR_DIRTY_RTP:
-                _drain(fds[0])
-            if self.pair_state[k] & PAIR_DIRTY_RTCP:
-                _drain(fds[1])
-        self.pair_state[k] = 0  # the rest is over: a spare token of it that the loop has yet to handle is dropped
         for r in range(2):
             ev.events = EPOLLIN
             ev.data.u64 = (<uint64_t>gen << 32) | (<uint64_t>i << 1) | <uint64_t>r
