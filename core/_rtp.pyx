@@ -1550,19 +1550,20 @@ cdef class Engine:
         return fd
 
     # Warm ports. A removed relay's pair stays bound and stays in the epoll set: its sockets are
-    # modified (EPOLL_CTL_MOD, where DEL then ADD cost three times as much) to EPOLLONESHOT alone under
-    # a spare token. Without EPOLLIN a datagram that reaches a resting spare does not wake the loop; an
-    # error would (epoll always reports them), once. A relay that takes the pair looks at its sockets
-    # with one poll() under the mutex, empties those that are readable (_drain) and modifies them to its
-    # legs' tokens (_empty_spares, then _init_leg): what queued while the pair rested never reaches the
-    # new legs, but for what arrives between the poll() and the MOD, a microsecond later, under the
-    # same mutex. (The drain-then-ADD this replaces let through what arrived between the drain, made
-    # before the mutex was awaited, and the ADD; marking spares from the loop's events instead of the
-    # poll() missed what the loop had not handled yet: with serve() running, a datagram sent just
-    # before add_relay reached the new relay one time in two.) Stale tokens, returned by epoll_wait
-    # before a MOD and handled after it, do nothing: a leg's fails its generation check, a spare's is
-    # never acted on. A pair closed instead of kept (more than spare_pairs, out of descriptors, close())
-    # is deleted from the set first: a copy of the socket in a forked child would keep it there.
+    # modified (EPOLL_CTL_MOD; DEL then ADD cost nearly three times as much) to EPOLLONESHOT alone,
+    # under a spare token. Without EPOLLIN a datagram that reaches a resting spare does not wake the
+    # loop; an error would (epoll always reports them), once. A relay that takes the pair looks at its
+    # sockets with one poll() under the mutex, empties those that are readable (_drain) and modifies
+    # them to its legs' tokens (_empty_spares, then _init_leg). What queued while the pair rested never
+    # reaches the new legs, but for what arrives between the poll() and the MODs, a microsecond or two
+    # apart under the same mutex (or during a drain, after its last batch). The drain-then-ADD this
+    # replaces let through what arrived between the drain, made before the mutex was awaited, and the
+    # ADD. Marking spares from the loop's events instead of the poll() missed what the loop had not
+    # handled yet: with serve() running, a datagram sent just before add_relay reached the new relay
+    # one time in two. Stale tokens, returned by epoll_wait before a MOD and handled after it, do
+    # nothing: a leg's fails its generation check, a spare's is never acted on. A pair closed instead
+    # of kept (more than spare_pairs, out of descriptors, close()) is deleted from the set first: a copy
+    # of the socket in a forked child would keep it there.
 
     cdef bint _take_spare(self, int port, int *fds) except -1:
         """The port's spare pair into ``fds[0:2]``; False when the port has none. It is still in the epoll
@@ -1578,9 +1579,9 @@ cdef class Engine:
     cdef void _empty_spares(self, const int *fds, const bint *reused) noexcept:
         """(mutex held) Discard what reached the reused pairs among ``fds[0:4]`` (``reused[w]``: pair w)
         while they rested: one poll() of their sockets, a drain of each readable one (or holding an
-        error, which the drain clears)."""
+        error, which the drain clears); of every one if poll() fails."""
         cdef pollfd p[4]
-        cdef int n = 0, i, w
+        cdef int n = 0, i, w, ready
         for w in range(2):
             if reused[w]:
                 for i in range(2 * w, 2 * w + 2):
@@ -1588,10 +1589,13 @@ cdef class Engine:
                     p[n].events = POLLIN
                     p[n].revents = 0
                     n += 1
-        if n == 0 or poll(p, n, 0) <= 0:
+        if n == 0:
             return
+        ready = poll(p, n, 0)
+        while ready < 0 and errno == EINTR:
+            ready = poll(p, n, 0)
         for i in range(n):
-            if p[i].revents:
+            if ready < 0 or p[i].revents:
                 _drain(p[i].fd)
 
     cdef void _release_pair(self, int port, const int *fds, int how):
