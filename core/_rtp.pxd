@@ -364,7 +364,7 @@ cdef class Engine:
     cdef dict play_refs     # leg index -> the bytes a playback reads
     cdef dict recordings    # slot -> (CaptureRing, CallRecording)
 
-    cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil
+    cdef long _run(self, int timeout_ms, long max_batches, bint serving=*) noexcept nogil
     cdef uint64_t _random64(self) noexcept nogil
     cdef long _process(self, uint64_t token, int64_t now_ns) noexcept nogil
     cdef int _accept_source(self, Leg *leg, int r, sockaddr_in *src) noexcept nogil

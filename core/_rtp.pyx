@@ -1194,11 +1194,16 @@ cdef class Engine:
             raise RuntimeError("the engine is closed")
         while not self.stopping:
             with nogil:
-                self._run(timeout_ms, forever)
+                self._run(timeout_ms, forever, True)
             if self.rec_due:
                 self._drain_recordings()
 
-    cdef long _run(self, int timeout_ms, long max_batches) noexcept nogil:
+    cdef long _run(self, int timeout_ms, long max_batches, bint serving=False) noexcept nogil:
+        """Rounds of epoll_wait and the packets of each ready socket. ``run()`` waits only in its first
+        round and returns at the first idle one; ``serving`` (the engine's thread) waits up to
+        ``timeout_ms`` in every round and returns only to stop or to hand the recordings to Python:
+        a thread that came back for the GIL after each idle moment would wait for it behind the
+        signalling thread (up to its switch interval, 5 ms, with packets queueing meanwhile)."""
         cdef long total = 0, b
         cdef int n, i
         cdef int64_t now
@@ -1206,7 +1211,7 @@ cdef class Engine:
         for b in range(max_batches):
             if self.stopping:
                 break
-            n = epoll_wait(self.epfd, self.evs, MAX_EVENTS, timeout_ms if b == 0 else 0)
+            n = epoll_wait(self.epfd, self.evs, MAX_EVENTS, timeout_ms if b == 0 or serving else 0)
             if n < 0:
                 if errno == EINTR:
                     continue
@@ -1228,8 +1233,8 @@ cdef class Engine:
                 if now - self.last_scan_ns >= SCAN_EVERY_NS:
                     self._scan_timeouts(now)
             pthread_mutex_unlock(&self.mutex)
-            if n == 0 or self.rec_due:
-                break  # idle, or the recordings are due in Python
+            if self.rec_due or (n == 0 and not serving):
+                break  # the recordings are due in Python, or idle
         return total
 
     cdef uint64_t _random64(self) noexcept nogil:
