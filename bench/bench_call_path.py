@@ -21,6 +21,9 @@ M) and leave as they would in a node, and the wheel carries the same load.
 does for every anchored call. Call records (LMDB) are not written here: ``bench/bench_cdr.py``
 measures them.
 
+``test_sdp_of_a_call`` (pytest only) times the call's SDP work alone: A's offer parsed, restricted and
+anchored for B, B's answer parsed, intersected and anchored for A.
+
 Printed: microseconds of the switch's work per call (median of ``--rounds``), and the number of
 datagrams it sent per call (a check that every call went through whole).
 """
@@ -45,6 +48,8 @@ from core.sip.addr import Peer  # noqa: E402
 from core.sip.endpoint import Endpoint  # noqa: E402
 from core.sip.session import SessionLayer  # noqa: E402
 from core.call import B2BUA  # noqa: E402
+from core.call.b2bua import _restrict  # noqa: E402
+from core.sdp import Originator, intersect, parse_sdp  # noqa: E402
 from sipp_node import CALLEE as CALLEE_HOST, b2bua_config  # noqa: E402
 
 SWITCH = Peer("udp", "127.0.0.5", 5060)
@@ -204,6 +209,31 @@ def test_call_path(benchmark):
     us, sent = figures
     benchmark.extra_info["us_per_call"] = round(us, 1)
     assert sent == 7  # 100, 180, 200 and the BYE's 200 to the caller; INVITE, ACK and BYE to the callee
+
+
+SUPPORTED = frozenset({"pcmu", "pcma", "telephone-event"})  # the trunk's codecs (media.codecs' default)
+
+
+def sdp_of_a_call(offer: bytes = OFFER, answer: bytes = ANSWER) -> bytes:
+    """The SDP work of one call as the B2BUA does it (``core/call/b2bua.py``), alone: A's offer
+    parsed, cut to the trunk's codecs and anchored for B; B's answer parsed, checked against that
+    offer and anchored for A. What is sent to A is returned."""
+    offer_a = parse_sdp(offer)
+    offer_a.rtp_address()
+    offer_b, _ = Originator(1).anchor_wire(_restrict(offer_a, SUPPORTED), address=SWITCH.host, port=30002,
+                                           in_place=True)
+    answer_b = parse_sdp(answer)
+    if not intersect(offer_b, answer_b):
+        raise AssertionError("no codec in common")
+    answer_b.rtp_address()
+    answer_b.codecs()
+    return Originator(2).anchor_wire(answer_b, address=SWITCH.host, port=30000, in_place=True)[1]
+
+
+def test_sdp_of_a_call(benchmark):
+    """The SDP kernel of a call (two parses, the restriction, the intersection, two anchorings)."""
+    wire = benchmark(sdp_of_a_call)
+    assert b"c=IN IP4 127.0.0.5\r\n" in wire and b"m=audio 30000 RTP/AVP 0 101\r\n" in wire
 
 
 def main() -> int:
