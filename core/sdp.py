@@ -253,15 +253,44 @@ class MediaDescription(_Attributes):
     @property
     def is_rtp(self) -> bool:
         """Whether the formats are RTP payload types (RTP/AVP, RTP/SAVP, RTP/AVPF, UDP/TLS/RTP/SAVPF)."""
-        return "RTP/" in self.proto.upper()
+        proto = self.proto
+        return "RTP/" in proto or "RTP/" in proto.upper()
 
     def codecs(self) -> list[Codec]:
         """The payload formats in the m= line's order: a=rtpmap when present, else RFC 3551's static
         table. A dynamic type without a=rtpmap, or a format of a non-RTP protocol, is left out: it
         cannot be matched by name (RFC 3264 §5.1)."""
-        if "RTP/" not in self.proto.upper():
-            return []
-        return list(_codecs_of(tuple(self.formats), tuple(self.attributes)))
+        return list(self._codec_table().codecs)
+
+    def _codec_table(self) -> "_CodecTable":
+        proto = self.proto
+        if "RTP/" not in proto and "RTP/" not in proto.upper():
+            return _NO_CODECS
+        return _codec_table(self.formats, self.attributes)
+
+    def restrict_codecs(self, names: "set[str] | frozenset[str]") -> bool:
+        """Cut the formats of this RTP stream to its codecs named in ``names`` (in lower case), with
+        the a=rtpmap and a=fmtp lines of those alone (the offerer's choice, RFC 3264 §5.1). False,
+        with nothing changed, when none is left, or only telephone-event/CN where voice was offered:
+        the stream is then better disabled."""
+        table = self._codec_table()
+        offered = table.names
+        chosen = [i for i in range(len(offered)) if offered[i] in names]
+        if not chosen:
+            return False
+        if len(chosen) == len(offered):  # every codec stays
+            if table.tidy:  # and nothing else was there: nothing to cut
+                return True
+        elif table.voice and not any(offered[i] not in AUXILIARY_FORMATS for i in chosen):
+            return False
+        pts = table.pts
+        keep = {pts[i] for i in chosen}
+        self.formats = [f for f in self.formats if f in keep]
+        self.attributes = [
+            (k, v) for k, v in self.attributes
+            if (k != "rtpmap" and k != "fmtp") or (v or "").split(" ", 1)[0] in keep
+        ]
+        return True
 
     @property
     def direction(self) -> str:
@@ -351,20 +380,60 @@ def _codec(fmt: str, encoding: str | None, fmtp: str | None) -> Codec | None:
     return Codec(pt, name, clock, channels, None if fmtp is None else fmtp.strip())
 
 
-# Memoised by the section's formats and attributes: a phone or a trunk sends the same codec lines
-# call after call, and a call asks a section for its codecs several times (restriction, intersection,
-# the codec and DTMF type of the record).
-@lru_cache(maxsize=1024)
-def _codecs_of(formats: tuple[str, ...], attributes: tuple[tuple[str, str | None], ...]) -> tuple[Codec, ...]:
+class _CodecTable:
+    """What a stream's formats and a=rtpmap / a=fmtp lines say about its codecs, in the m= line's
+    order, worked out once for each different set of them (``_codec_table``) and shared."""
+
+    __slots__ = ("codecs", "names", "pts", "keys", "key_set", "voice", "tidy")
+
+    def __init__(self, codecs: tuple[Codec, ...], tidy: bool):
+        self.codecs = codecs
+        self.names = tuple([c.name.lower() for c in codecs])  # RFC 3264 §6.1: case does not count
+        self.pts = tuple([str(c.pt) for c in codecs])
+        self.keys = tuple([c.format_key for c in codecs])
+        self.key_set = frozenset(self.keys)
+        # Whether a codec carries voice (not only telephone-event or CN).
+        self.voice = any(name not in AUXILIARY_FORMATS for name in self.names)
+        # Whether the formats are the codecs' payload types and no a=rtpmap or a=fmtp names another.
+        self.tidy = tidy
+
+
+_NO_CODECS = _CodecTable((), True)  # a stream that is not RTP
+
+# Memoised by the formats and the a=rtpmap and a=fmtp lines (not the other attributes, which may
+# change from call to call: a=rtcp, a=crypto, a=ssrc ...): a phone or a trunk sends the same codec
+# lines call after call, and a call asks a stream for its codecs several times (restriction,
+# intersection, the codec and DTMF type of the record). At most _CODEC_TABLES_SIZE, emptied when full.
+_CODEC_TABLES: dict[tuple, _CodecTable] = {}
+_CODEC_TABLES_SIZE = 1024
+_codec_tables_get = _CODEC_TABLES.get
+
+
+def _codec_table(formats: list[str], attributes: list[tuple[str, str | None]]) -> _CodecTable:
+    # The key: the formats, and the a=rtpmap and a=fmtp lines as name, value, name, value ... (their
+    # strings, not the description's tuples, which the memo would otherwise keep).
+    maps: list[str | None] = []
+    for key, value in attributes:
+        if key == "rtpmap" or key == "fmtp":
+            maps.append(key)
+            maps.append(value)
+    memo = (tuple(formats), tuple(maps))
+    table = _codec_tables_get(memo)
+    if table is not None:
+        return table
     rtpmap: dict[str, str] = {}
     fmtp: dict[str, str] = {}
-    for key, value in attributes:
+    named: set[str] = set()
+    for index in range(0, len(maps), 2):
+        key, value = maps[index], maps[index + 1]
+        pt = (value or "").split(" ", 1)[0]
+        named.add(pt)
         if key == "rtpmap":
             if value:
                 pt, _, encoding = value.partition(" ")
                 if pt not in rtpmap:
                     rtpmap[pt] = encoding
-        elif key == "fmtp" and value:
+        elif value:
             pt, _, params = value.partition(" ")
             if pt not in fmtp:
                 fmtp[pt] = params
@@ -373,7 +442,13 @@ def _codecs_of(formats: tuple[str, ...], attributes: tuple[tuple[str, str | None
         codec = _codec(fmt, rtpmap.get(fmt), fmtp.get(fmt))
         if codec is not None:
             result.append(codec)
-    return tuple(result)
+    pts = {str(c.pt) for c in result}
+    tidy = len(result) == len(formats) and all(fmt in pts for fmt in formats) and named <= pts
+    table = _CodecTable(tuple(result), tidy)
+    if len(_CODEC_TABLES) >= _CODEC_TABLES_SIZE:
+        _CODEC_TABLES.clear()
+    _CODEC_TABLES[memo] = table
+    return table
 
 
 def _conn_fields(conn: Connection) -> tuple[str, str, str]:
@@ -825,8 +900,9 @@ def intersect_media(offered: MediaDescription, answered: MediaDescription) -> li
     by name, clock and channels, since the answer may renumber a dynamic type (RFC 4317 §2.3)."""
     if answered.port == 0 or offered.port == 0:
         return []
-    offered_formats = {o.format_key for o in offered.codecs()}
-    return [c for c in answered.codecs() if c.format_key in offered_formats]
+    offered_formats = offered._codec_table().key_set
+    table = answered._codec_table()
+    return [c for c, key in zip(table.codecs, table.keys) if key in offered_formats]
 
 
 def intersect(offer: SessionDescription, answer: SessionDescription) -> list[Codec]:

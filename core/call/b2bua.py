@@ -412,16 +412,9 @@ def _restrict(offer: SessionDescription, supported: set[str]) -> SessionDescript
     for m in out.media:
         if m.port == 0 or not m.is_rtp:
             continue
-        offered = m.codecs()
-        chosen = [c for c in offered if c.name.lower() in supported]
-        voice = any(c.name.lower() not in AUXILIARY_FORMATS for c in chosen)
-        if not chosen or (not voice and any(c.name.lower() not in AUXILIARY_FORMATS for c in offered)):
+        if not m.restrict_codecs(supported):
             m.port = 0
             continue
-        keep = {str(c.pt) for c in chosen}
-        m.formats = [f for f in m.formats if f in keep]
-        m.attributes = [(k, v) for k, v in m.attributes
-                        if k not in ("rtpmap", "fmtp") or (v or "").split(" ", 1)[0] in keep]
         active += 1
     if not active:
         names = sorted({c.name for m in offer.media for c in m.codecs()}) or ["no known codec"]
