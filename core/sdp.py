@@ -26,6 +26,7 @@ from operator import itemgetter
 from typing import Iterable, NamedTuple, Sequence
 
 from core.errors import RemoteProtocolError
+from core.memory import untrack
 
 __all__ = [
     "Codec",
@@ -133,7 +134,16 @@ class Codec(NamedTuple):
         return self.format_key == other.format_key
 
 
-@dataclass(slots=True)
+# The objects of a description (SessionDescription, SessionLevel, MediaDescription, Origin,
+# Connection; Originator and the codec tables too) hold only str, int, None, tuples and lists of
+# those, and one another, a section holding its SessionLevel, never the description: they can make
+# no reference cycle (tests/test_call_memory.py). So each is given to ``untrack`` (core/memory.py)
+# where it is made, and so is each list they hold where the list is made, so that the collector does
+# not walk the descriptions of every live call. An (a=name, value) tuple is left as it is: the
+# collector untracks a tuple of str and None itself the first time it looks at it.
+
+
+@dataclass(slots=True, init=False)
 class Origin:
     """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`` (RFC 4566 §5.2).
     ``sess_id`` and ``sess_version`` are kept as the digits that were sent."""
@@ -145,12 +155,23 @@ class Origin:
     addrtype: str
     address: str
 
+    # Written out rather than made by ``dataclass``, whose generated __init__ is not compiled.
+    def __init__(self, username: str, sess_id: str, sess_version: str, nettype: str, addrtype: str,
+                 address: str):
+        self.username = username
+        self.sess_id = sess_id
+        self.sess_version = sess_version
+        self.nettype = nettype
+        self.addrtype = addrtype
+        self.address = address
+        untrack(self)
+
     def __str__(self) -> str:
         return (f"{self.username} {self.sess_id} {self.sess_version} {self.nettype} {self.addrtype} "
                 f"{self.address}")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Connection:
     """``c=<nettype> <addrtype> <connection-address>`` (RFC 4566 §5.7); a multicast address keeps its
     ``/ttl/count`` suffix in ``address``."""
@@ -158,6 +179,12 @@ class Connection:
     nettype: str
     addrtype: str
     address: str
+
+    def __init__(self, nettype: str, addrtype: str, address: str):
+        self.nettype = nettype
+        self.addrtype = addrtype
+        self.address = address
+        untrack(self)
 
     def __str__(self) -> str:
         return f"{self.nettype} {self.addrtype} {self.address}"
@@ -230,7 +257,7 @@ class _Attributes:
         self.attributes[:] = kept
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class MediaDescription(_Attributes):
     """One ``m=`` section (RFC 4566 §5.14) and the lines under it."""
 
@@ -248,6 +275,20 @@ class MediaDescription(_Attributes):
     # itself, so that a description and its sections make no reference cycle and are freed the
     # moment they are dropped rather than by the cyclic garbage collector.
     session: "SessionLevel | None" = field(default=None, repr=False)
+
+    def __init__(self, media: str, port: int, proto: str, formats: list[str], port_count: int | None = None,
+                 connection: Connection | None = None, attributes: list[tuple[str, str | None]] | None = None,
+                 other_lines: list[tuple[str, str]] | None = None, session: "SessionLevel | None" = None):
+        self.media = media
+        self.port = port
+        self.proto = proto
+        self.formats = formats
+        self.port_count = port_count
+        self.connection = connection
+        self.attributes = untrack([]) if attributes is None else attributes
+        self.other_lines = untrack([]) if other_lines is None else other_lines
+        self.session = session
+        untrack(self)
 
     # --- what the section says -------------------------------------------------------------------
     @property
@@ -285,11 +326,11 @@ class MediaDescription(_Attributes):
             return False
         pts = table.pts
         keep = {pts[i] for i in chosen}
-        self.formats = [f for f in self.formats if f in keep]
-        self.attributes = [
+        self.formats = untrack([f for f in self.formats if f in keep])
+        self.attributes = untrack([
             (k, v) for k, v in self.attributes
             if (k != "rtpmap" and k != "fmtp") or (v or "").split(" ", 1)[0] in keep
-        ]
+        ])
         return True
 
     @property
@@ -355,10 +396,11 @@ class MediaDescription(_Attributes):
         return _in_rank_order(ranked) + _attribute_lines(self.attributes)
 
     def copy(self) -> "MediaDescription":
+        conn = self.connection
         return MediaDescription(
-            self.media, self.port, self.proto, list(self.formats), self.port_count,
-            None if self.connection is None else Connection(*_conn_fields(self.connection)),
-            list(self.attributes), list(self.other_lines), None,
+            self.media, self.port, self.proto, untrack(list(self.formats)), self.port_count,
+            None if conn is None else Connection(conn.nettype, conn.addrtype, conn.address),
+            untrack(list(self.attributes)), untrack(list(self.other_lines)), None,
         )
 
 
@@ -396,6 +438,7 @@ class _CodecTable:
         self.voice = any(name not in AUXILIARY_FORMATS for name in self.names)
         # Whether the formats are the codecs' payload types and no a=rtpmap or a=fmtp names another.
         self.tidy = tidy
+        untrack(self)
 
 
 _NO_CODECS = _CodecTable((), True)  # a stream that is not RTP
@@ -451,10 +494,6 @@ def _codec_table(formats: list[str], attributes: list[tuple[str, str | None]]) -
     return table
 
 
-def _conn_fields(conn: Connection) -> tuple[str, str, str]:
-    return conn.nettype, conn.addrtype, conn.address
-
-
 class SessionLevel(_Attributes):
     """The session-level ``c=`` and attributes of a description, which its media sections inherit
     (RFC 4566 §5.7, RFC 3264 §5.1): held by the description and by each of its sections."""
@@ -464,6 +503,7 @@ class SessionLevel(_Attributes):
     def __init__(self, connection: Connection | None, attributes: list[tuple[str, str | None]]):
         self.connection = connection
         self.attributes = attributes
+        untrack(self)
 
     @property
     def direction(self) -> str:
@@ -485,12 +525,13 @@ class SessionDescription(_Attributes):
         self.version = version
         self.origin = Origin("-", "0", "0", "IN", "IP4", "0.0.0.0") if origin is None else origin
         self.name = name
-        self._level = level = SessionLevel(connection, [] if attributes is None else attributes)
-        self.media = [] if media is None else media
+        self._level = level = SessionLevel(connection, untrack([]) if attributes is None else attributes)
+        self.media = untrack([]) if media is None else media
         # i=, u=, e=, p=, b=, t=, r=, z=, k= lines as (type, value) in the order sent.
-        self.other_lines = [("t", "0 0")] if other_lines is None else other_lines
+        self.other_lines = untrack([("t", "0 0")]) if other_lines is None else other_lines
         for m in self.media:
             m.session = level
+        untrack(self)
 
     def __repr__(self) -> str:
         return (f"SessionDescription(version={self.version!r}, origin={self.origin!r}, name={self.name!r}, "
@@ -585,10 +626,13 @@ class SessionDescription(_Attributes):
     def copy(self) -> "SessionDescription":
         """An independent copy (the media sections and their lists too)."""
         o = self.origin
+        level = self._level
+        conn = level.connection
         return SessionDescription(
             self.version, Origin(o.username, o.sess_id, o.sess_version, o.nettype, o.addrtype, o.address),
-            self.name, None if self.connection is None else Connection(*_conn_fields(self.connection)),
-            list(self.attributes), [m.copy() for m in self.media], list(self.other_lines),
+            self.name, None if conn is None else Connection(conn.nettype, conn.addrtype, conn.address),
+            untrack(list(level.attributes)), untrack([m.copy() for m in self.media]),
+            untrack(list(self.other_lines)),
         )
 
     def same_content(self, other: "SessionDescription") -> bool:
@@ -666,7 +710,7 @@ def _parse_media(value: str) -> MediaDescription:
     # RFC 4566 §5.14 requires at least one format; a declined stream written without any is tolerated.
     if not formats and port != 0:
         raise _bad(f"SDP m= line lists no formats: {line!r}")
-    return MediaDescription(parts[0], port, parts[2], formats, count)
+    return MediaDescription(parts[0], port, parts[2], untrack(formats), count)
 
 
 _CHECKED_ATTRIBUTES = frozenset(("rtpmap", "rtcp", "fmtp"))
@@ -736,9 +780,9 @@ def parse_sdp(data: bytes) -> SessionDescription:
     origin: Origin | None = None
     name: str | None = None
     connection: Connection | None = None
-    attributes: list[tuple[str, str | None]] = []
-    media: list[MediaDescription] = []
-    other_lines: list[tuple[str, str]] = []
+    attributes: list[tuple[str, str | None]] = untrack([])
+    media: list[MediaDescription] = untrack([])
+    other_lines: list[tuple[str, str]] = untrack([])
     current: MediaDescription | None = None
     section_attributes = attributes  # those of the section being read
     for number, line in enumerate(lines[1:], start=2):
@@ -821,7 +865,7 @@ def _session_header(address: str, session_id: int, version: int, times: Iterable
     # RFC 4566 §5.3: s= must not be empty; "-" is the conventional "no name".
     return SessionDescription(
         0, Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", _addrtype(address), address),
-        "-", Connection.for_address(address), [], [], list(times) or [("t", "0 0")],
+        "-", Connection.for_address(address), None, None, untrack(list(times) or [("t", "0 0")]),
     )
 
 
@@ -871,10 +915,11 @@ def answer(offer: SessionDescription, supported: Sequence[str], *, address: str,
                 stream_port = port + 2 * accepted_count
         if not chosen or stream_port == 0:
             # §6: a rejected stream keeps its m= line with port 0 and (at least one of) the formats.
-            sd.add_media(MediaDescription(offered.media, 0, offered.proto, list(offered.formats)))
+            sd.add_media(MediaDescription(offered.media, 0, offered.proto, untrack(list(offered.formats))))
             continue
         accepted_count += 1
-        m = MediaDescription(offered.media, stream_port, offered.proto, [str(c.pt) for c in chosen])
+        m = MediaDescription(offered.media, stream_port, offered.proto,
+                             untrack([str(c.pt) for c in chosen]))
         for c in chosen:
             encoding = f"{c.name}/{c.clock}" + (f"/{c.channels}" if c.channels != 1 else "")
             m.attributes.append(("rtpmap", f"{c.pt} {encoding}"))
@@ -946,15 +991,15 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
         level.connection = _anchored(level.connection, addrtype, address)
     elif not out.media or any(m.connection is None for m in out.media):
         level.connection = Connection("IN", addrtype, address)
-    level.attributes = [(k, v) for k, v in level.attributes if k not in _ICE_ATTRIBUTES]
+    level.attributes = untrack([(k, v) for k, v in level.attributes if k not in _ICE_ATTRIBUTES])
     audio_anchored = False  # whether the first active audio stream has had ``port``
     for index, m in enumerate(out.media):
         if m.connection is not None:
             m.connection = _anchored(m.connection, addrtype, address)
-        m.other_lines = [
+        m.other_lines = untrack([
             (k, str(_anchored(_parse_connection(v), addrtype, address))) if k == "c" else (k, v)
             for k, v in m.other_lines
-        ]
+        ])
         if m.port == 0:
             continue
         if ports is not None:
@@ -964,7 +1009,7 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
             audio_anchored = True
         else:
             m.port = 0
-        attrs: list[tuple[str, str | None]] = []
+        attrs: list[tuple[str, str | None]] = untrack([])
         for attribute in m.attributes:
             name = attribute[0]
             if name in _ICE_ATTRIBUTES:
@@ -999,6 +1044,7 @@ class Originator:
         self.version = session_id if version is None else version
         # What the last description sent said, apart from its o= version (see ``_stamp``).
         self._last: tuple | None = None
+        untrack(self)
 
     def anchor(self, sd: SessionDescription, *, address: str, port: int,
                ports: Sequence[int] | None = None, in_place: bool = False) -> SessionDescription:
@@ -1031,7 +1077,7 @@ class Originator:
         # o=) and its origin without the version rather than as a copy: the lines are made anyway
         # to serialize what is sent.
         lines = candidate.lines()
-        key = (lines[0], lines[2:], _origin_without_version(candidate.origin))
+        key = untrack((lines[0], untrack(lines[2:]), _origin_without_version(candidate.origin)))
         if self._last is not None and key != self._last:
             self.version += 1
             candidate.origin.sess_version = str(self.version)

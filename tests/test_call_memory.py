@@ -12,8 +12,10 @@ from collections import Counter
 
 import pytest
 
+from core.call import b2bua
 from core.memory import set_untracking
-from core.sdp import Originator, anchor, parse_sdp
+from core.sdp import (Connection, MediaDescription, Origin, Originator, SessionDescription, SessionLevel, anchor,
+                      parse_sdp)
 from core.sip import ids
 from tests.test_b2bua import ANSWER, OFFER, Net
 
@@ -112,6 +114,76 @@ def test_once_a_call_is_over_nothing_holds_its_transactions_sessions_or_dialogs(
         del sessions, caller
         # Each one referenced by ``held``, by getrefcount's argument and by the others in ``held``
         # (a session's dialog and INVITE transaction), nothing else.
+        inside = Counter(id(ref) for i in range(len(held)) for ref in gc.get_referents(held[i]))
+        expected = [2 + inside[id(held[i])] for i in range(len(held))]
+        assert [sys.getrefcount(held[i]) for i in range(len(held))] == expected
+    finally:
+        set_untracking(before)
+        net.close()
+
+
+# What an SDP object may hold: other SDP objects, lists and tuples of them, and str, int, None.
+SDP_TYPES = (SessionDescription, SessionLevel, MediaDescription, Origin, Connection, Originator, list, tuple)
+
+
+def _sdp_objects(roots: list) -> list:
+    """The objects reachable from ``roots`` but str, int and None (and types: each object refers to its
+    own); fails on one not of SDP_TYPES, or on a reference cycle among them."""
+    found: dict[int, object] = {}
+    walking: set[int] = set()
+
+    def walk(obj):
+        found[id(obj)] = obj
+        walking.add(id(obj))
+        for ref in gc.get_referents(obj):
+            if ref is None or isinstance(ref, (type, str, int)):
+                continue
+            assert isinstance(ref, SDP_TYPES), f"a {type(ref).__name__} in a {type(obj).__name__}"
+            assert id(ref) not in walking, f"a reference cycle through a {type(obj).__name__}"
+            if id(ref) not in found:
+                walk(ref)
+        walking.discard(id(obj))
+
+    for root in roots:
+        walk(root)
+    return list(found.values())
+
+
+@pytest.mark.parametrize("untracked", [False, True], ids=["tracked", "untracked"])
+def test_a_calls_sdp_makes_no_cycle_and_is_freed_with_the_call(tmp_path, monkeypatch, untracked):
+    """The SDP objects of a call (the descriptions parsed, restricted and anchored, the legs' o=
+    lines) are taken out of the cyclic collector too: they may hold only one another, lists, tuples,
+    str, int and None, with no cycle, and nothing but the call may keep them."""
+    parsed = []
+
+    def recording(data):
+        parsed.append(b2bua_parse(data))
+        return parsed[-1]
+
+    b2bua_parse = b2bua.parse_sdp
+    monkeypatch.setattr(b2bua, "parse_sdp", recording)
+    net = Net(tmp_path)
+    before = set_untracking(untracked)
+    try:
+        caller, _ = net.answered_call()
+        (call,) = net.switch.calls.calls.values()
+        assert len(parsed) == 2  # A's offer, B's answer (anchored in place for A)
+        held = _sdp_objects([*parsed, call.offer_b, call.a.origin, call.b.origin])
+        assert {type(obj).__name__ for obj in held} == {t.__name__ for t in SDP_TYPES}
+        if untracking_built:
+            gc.collect()  # the collector untracks a tuple of str and None (a=name:value) at its first look
+            tracked = [type(obj).__name__ for obj in held if gc.is_tracked(obj)]
+            if untracked:
+                assert tracked == []
+            else:
+                assert all(gc.is_tracked(obj) for obj in held if type(obj) is not tuple)
+        del call, parsed[:]
+        caller.bye(net.now)
+        net.flush()
+        net.run_until(net.now + 40)
+        assert not net.switch.calls.calls
+        del caller
+        # Each one referenced by ``held``, by getrefcount's argument and by the others in ``held``.
         inside = Counter(id(ref) for i in range(len(held)) for ref in gc.get_referents(held[i]))
         expected = [2 + inside[id(held[i])] for i in range(len(held))]
         assert [sys.getrefcount(held[i]) for i in range(len(held))] == expected
