@@ -671,69 +671,49 @@ def _bad(reason: str) -> RemoteProtocolError:
     return RemoteProtocolError(reason, 400)
 
 
-def _parse_origin(value: str) -> Origin:
-    parts = value.split(" ")
-    if len(parts) != 6 or not all(parts):
-        raise _bad(f"SDP o= line needs 6 fields, got {value!r}")
-    if not (parts[1].isdigit() and parts[2].isdigit()):
-        raise _bad(f"SDP o= session id and version must be numbers, got {value!r}")
-    return Origin(*parts)
-
-
 def _parse_connection(value: str) -> Connection:
     parts = value.split(" ")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or "" in parts:
         raise _bad(f"SDP c= line needs 3 fields, got {value!r}")
-    return Connection(*parts)
+    return Connection(parts[0], parts[1], parts[2])
 
 
 def _parse_port(text: str, line: str) -> tuple[int, int | None]:
-    port_text, slash, count_text = text.partition("/")
+    slash = text.find("/")
+    port_text = text if slash < 0 else text[:slash]
     # isascii() as well: str.isdigit() also takes other scripts' digits.
     if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 or int(port_text) > 65535:
         raise _bad(f"SDP m= port {port_text!r} is not a number from 0 to 65535 in {line!r}")
-    count = None
-    if slash:
-        if not (count_text.isascii() and count_text.isdigit()) or len(count_text) > 5:
-            raise _bad(f"SDP m= port count {count_text!r} is not a number in {line!r}")
-        count = int(count_text)
-    return int(port_text), count
+    if slash < 0:
+        return int(port_text), None
+    count_text = text[slash + 1:]
+    if not (count_text.isascii() and count_text.isdigit()) or len(count_text) > 5:
+        raise _bad(f"SDP m= port count {count_text!r} is not a number in {line!r}")
+    return int(port_text), int(count_text)
 
 
-def _parse_media(value: str) -> MediaDescription:
-    line = "m=" + value
-    parts = value.split(" ")
-    if len(parts) < 3 or not all(parts):
-        raise _bad(f"SDP m= line needs <media> <port> <proto> <fmt>..., got {line!r}")
-    port, count = _parse_port(parts[1], line)
-    formats = parts[3:]
-    # RFC 4566 §5.14 requires at least one format; a declined stream written without any is tolerated.
-    if not formats and port != 0:
-        raise _bad(f"SDP m= line lists no formats: {line!r}")
-    return MediaDescription(parts[0], port, parts[2], untrack(formats), count)
+# The a=rtpmap values found well formed, not looked at again: the same few come in call after call.
+# At most _GOOD_RTPMAPS_SIZE, emptied when full.
+_GOOD_RTPMAPS: set[str] = set()
+_GOOD_RTPMAPS_SIZE = 1024
 
 
-_CHECKED_ATTRIBUTES = frozenset(("rtpmap", "rtcp", "fmtp"))
+def _check_rtpmap(value: str | None) -> None:
+    # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
+    pt, _, encoding = (value or "").partition(" ")
+    bits = encoding.strip().split("/")
+    if (not pt.isdigit() or len(bits) not in (2, 3) or not bits[0] or not bits[1].isdigit()
+            or (len(bits) == 3 and bits[2] and not bits[2].isdigit())):
+        raise _bad(f"SDP a=rtpmap:{value} is not <pt> <name>/<clock>[/<channels>]")
+    if len(_GOOD_RTPMAPS) >= _GOOD_RTPMAPS_SIZE:
+        _GOOD_RTPMAPS.clear()
+    _GOOD_RTPMAPS.add(value)
 
 
-# Memoised: the same a=rtpmap and a=fmtp values come in call after call (an a=rtcp's port does not,
-# and is soon forgotten). A refused value raises, and is not remembered.
-@lru_cache(maxsize=1024)
-def _check_attribute(name: str, value: str | None) -> None:
-    if name == "rtpmap":
-        # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
-        pt, _, encoding = (value or "").partition(" ")
-        bits = encoding.strip().split("/")
-        if (not pt.isdigit() or len(bits) not in (2, 3) or not bits[0] or not bits[1].isdigit()
-                or (len(bits) == 3 and bits[2] and not bits[2].isdigit())):
-            raise _bad(f"SDP a=rtpmap:{value} is not <pt> <name>/<clock>[/<channels>]")
-    elif name == "rtcp":
-        port = (value or "").split(" ", 1)[0]
-        if not port.isdigit():
-            raise _bad(f"SDP a=rtcp:{value} does not start with a port")
-    elif name == "fmtp":
-        if not (value or "").split(" ", 1)[0]:
-            raise _bad(f"SDP a=fmtp:{value} names no format")
+def _check_rtcp(value: str | None) -> None:
+    port = (value or "").split(" ", 1)[0]
+    if not port.isdigit():
+        raise _bad(f"SDP a=rtcp:{value} does not start with a port")
 
 
 # The types a line after v= may have (RFC 4566 §5); ``_bad_line`` says why any other is refused.
@@ -750,33 +730,35 @@ def _bad_line(number: int, line: str) -> RemoteProtocolError:
     return _bad(f"SDP line {number}: unknown type {line[0]}=")
 
 
-def _split_lines(text: str) -> list[str]:
-    """The lines of ``text`` without their ends: CRLF, or a bare LF (RFC 4566 §5: "a parser SHOULD
-    accept" LF); a CR at the very end counts as one too."""
+def parse_sdp(data: bytes) -> SessionDescription:
+    """Parse a session description (RFC 4566 §5). Lines may end in CRLF or a bare LF (§5: "a
+    parser SHOULD accept" LF); a CR at the very end counts as one too. Raises
+    ``RemoteProtocolError(reason, 400)`` when malformed."""
+    # Written for the compiler as much as for the reader: ``str(...)`` tells it that the text and
+    # each line are str (``str()`` of a str is that same str), so that it indexes, slices and
+    # searches them in C; a line's type letter is then a character and its index a C integer.
+    text = str(data, "utf-8", "surrogateescape")
     lines = text.split("\r\n")
     if text.count("\n") != len(lines) - 1:  # some line ends in a bare LF
         lines = text.split("\n")
         lines[:-1] = [ln[:-1] if ln.endswith("\r") else ln for ln in lines[:-1]]
     last = lines[-1]
-    if last in ("", "\r"):
+    if last == "" or last == "\r":
         lines.pop()
     elif last.endswith("\r"):
         lines[-1] = last[:-1]
-    return lines
-
-
-def parse_sdp(data: bytes) -> SessionDescription:
-    """Parse a session description (RFC 4566 §5). Lines may end in CRLF or a bare LF (§5: "a
-    parser SHOULD accept" LF). Raises ``RemoteProtocolError(reason, 400)`` when malformed."""
-    lines = _split_lines(data.decode("utf-8", "surrogateescape"))
-    if not lines:
+    count = len(lines)
+    if not count:
         raise _bad("SDP body is empty")
-    if lines[0] != "v=0":
-        if not lines[0].startswith("v="):
-            raise _bad(f"SDP does not start with v= (first line {lines[0][:40]!r})")
-        raise _bad(f"SDP version {lines[0][2:]!r} is not 0")
+    first = str(lines[0])
+    if first != "v=0":
+        if not first.startswith("v="):
+            raise _bad(f"SDP does not start with v= (first line {first[:40]!r})")
+        raise _bad(f"SDP version {first[2:]!r} is not 0")
 
-    # The session level is gathered in locals and the description made at the end.
+    # The session level is gathered in locals and the description made at the end. Each line is
+    # looked at in place: its type letter and "=" by index, an attribute's name and value cut from
+    # the line itself.
     origin: Origin | None = None
     name: str | None = None
     connection: Connection | None = None
@@ -785,24 +767,66 @@ def parse_sdp(data: bytes) -> SessionDescription:
     other_lines: list[tuple[str, str]] = untrack([])
     current: MediaDescription | None = None
     section_attributes = attributes  # those of the section being read
-    for number, line in enumerate(lines[1:], start=2):
-        kind = line[:1]
-        if line[1:2] != "=" or kind not in _LINE_TYPES:
-            raise _bad_line(number, line)
-        value = line[2:]
+    for index in range(1, count):
+        line = str(lines[index])
+        if len(line) < 2 or line[1] != "=":
+            raise _bad_line(index + 1, line)
+        kind = line[0]
         if kind == "a":
-            attr_name, colon, attr_value = value.partition(":")
-            if not attr_name:
-                raise _bad(f"SDP line {number} has an attribute with no name: {line[:40]!r}")
-            attr = attr_value if colon else None
-            if attr_name in _CHECKED_ATTRIBUTES:
-                _check_attribute(attr_name, attr)
+            # The two attributes every audio offer repeats, named by the module's own strings.
+            if line.startswith("a=rtpmap:"):
+                attr_name = "rtpmap"
+                attr = line[9:]
+                if attr not in _GOOD_RTPMAPS:
+                    _check_rtpmap(attr)
+            elif line.startswith("a=fmtp:"):
+                attr_name = "fmtp"
+                attr = line[7:]
+                if not attr or attr[0] == " ":
+                    raise _bad(f"SDP a=fmtp:{attr} names no format")
+            else:
+                colon = line.find(":", 2)
+                if colon < 0:
+                    attr_name = line[2:]
+                    attr = None
+                else:
+                    attr_name = line[2:colon]
+                    attr = line[colon + 1:]
+                if not attr_name:
+                    raise _bad(f"SDP line {index + 1} has an attribute with no name: {line[:40]!r}")
+                if attr_name == "rtpmap":  # with no value
+                    _check_rtpmap(attr)
+                elif attr_name == "fmtp":
+                    raise _bad(f"SDP a=fmtp:{attr} names no format")
+                elif attr_name == "rtcp":
+                    _check_rtcp(attr)
             section_attributes.append((attr_name, attr))
-        elif kind == "m":
-            current = _parse_media(value)
+            continue
+        if kind == "m":
+            # m=<media> <port>[/<count>] <proto> <fmt> ... (RFC 4566 §5.14)
+            parts = line[2:].split(" ")
+            if len(parts) < 3 or "" in parts:
+                raise _bad(f"SDP m= line needs <media> <port> <proto> <fmt>..., got {line!r}")
+            port_text = str(parts[1])
+            # isascii() as well: str.isdigit() also takes other scripts' digits.
+            if len(port_text) <= 5 and port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535:
+                port = int(port_text)
+                port_count = None
+            else:  # a port count, or not a port
+                port, port_count = _parse_port(port_text, line)
+            formats = untrack(parts[3:])
+            # RFC 4566 §5.14 requires at least one format; a declined stream written without any is
+            # tolerated.
+            if not formats and port != 0:
+                raise _bad(f"SDP m= line lists no formats: {line!r}")
+            current = MediaDescription(parts[0], port, parts[2], formats, port_count)
             media.append(current)
             section_attributes = current.attributes
-        elif current is not None:
+            continue
+        if kind not in _LINE_TYPES:
+            raise _bad_line(index + 1, line)
+        value = line[2:]
+        if current is not None:
             if kind == "c":
                 conn = _parse_connection(value)
                 if current.connection is None:
@@ -812,23 +836,29 @@ def parse_sdp(data: bytes) -> SessionDescription:
             elif kind in _MEDIA_RANK:
                 current.other_lines.append((kind, value))
             else:
-                raise _bad(f"SDP line {number}: {kind}= is not allowed in a media section")
+                raise _bad(f"SDP line {index + 1}: {kind}= is not allowed in a media section")
         elif kind == "o":
             if origin is not None:
-                raise _bad(f"SDP line {number} repeats o=")
-            origin = _parse_origin(value)
+                raise _bad(f"SDP line {index + 1} repeats o=")
+            parts = value.split(" ")
+            if len(parts) != 6 or "" in parts:
+                raise _bad(f"SDP o= line needs 6 fields, got {value!r}")
+            if not (str(parts[1]).isdigit() and str(parts[2]).isdigit()):
+                raise _bad(f"SDP o= session id and version must be numbers, got {value!r}")
+            origin = Origin(parts[0], parts[1], parts[2], parts[3], parts[4], parts[5])
         elif kind == "s":
             if name is not None:
-                raise _bad(f"SDP line {number} repeats s=")
+                raise _bad(f"SDP line {index + 1} repeats s=")
             name = value
         elif kind == "c":
             if connection is not None:
-                raise _bad(f"SDP line {number} repeats the session-level c=")
+                raise _bad(f"SDP line {index + 1} repeats the session-level c=")
             connection = _parse_connection(value)
         elif kind == "t":
-            start, _, stop = value.partition(" ")
-            if not (start.isdigit() and stop.isdigit()):
-                raise _bad(f"SDP t= line needs <start> <stop> times, got {value!r}")
+            if value != "0 0":  # the usual one: no need to take it apart
+                start, _, stop = value.partition(" ")
+                if not (start.isdigit() and stop.isdigit()):
+                    raise _bad(f"SDP t= line needs <start> <stop> times, got {value!r}")
             other_lines.append((kind, value))
         else:
             other_lines.append((kind, value))
