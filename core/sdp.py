@@ -105,6 +105,9 @@ _ICE_ATTRIBUTES = frozenset(
 _SESSION_RANK = {"v": 0, "o": 1, "s": 2, "i": 3, "u": 4, "e": 5, "p": 6, "c": 7, "b": 8, "t": 9, "r": 9,
                  "z": 10, "k": 11, "a": 12}
 _MEDIA_RANK = {"m": 0, "i": 1, "c": 2, "b": 3, "k": 4, "a": 5}
+# Their ``get``, bound once (a compiled module would otherwise look the method up at each call).
+_session_rank = _SESSION_RANK.get
+_media_rank = _MEDIA_RANK.get
 
 
 class OfferAnswerError(RemoteProtocolError):
@@ -192,12 +195,14 @@ class Connection:
     @property
     def host(self) -> str:
         """The address without a multicast ``/ttl`` or ``/count`` suffix."""
-        return self.address.split("/", 1)[0]
+        address = self.address
+        slash = address.find("/")
+        return address if slash < 0 else address[:slash]
 
     @property
     def is_unspecified(self) -> bool:
         """``0.0.0.0`` (or ``::``): RFC 2543's way to put a call on hold (RFC 3264 §8.4)."""
-        return self.host in ("0.0.0.0", "::")
+        return _is_unspecified(self.address)
 
     @classmethod
     def for_address(cls, address: str) -> "Connection":
@@ -205,12 +210,21 @@ class Connection:
         return cls("IN", _addrtype(address), address)
 
 
+def _is_unspecified(address: str) -> bool:
+    """Whether a c= address (perhaps with a multicast suffix) is ``0.0.0.0`` or ``::``."""
+    if address == "0.0.0.0" or address == "::":
+        return True
+    slash = address.find("/")
+    return slash >= 0 and address[:slash] in ("0.0.0.0", "::")
+
+
 def _addrtype(address: str) -> str:
     return "IP6" if ":" in address else "IP4"
 
 
-def _attribute_lines(attributes: list[tuple[str, str | None]]) -> list[str]:
-    return [f"a={name}" if value is None else f"a={name}:{value}" for name, value in attributes]
+def _add_attribute_lines(out: list[str], attributes: list[tuple[str, str | None]]) -> None:
+    for name, value in attributes:
+        out.append(f"a={name}" if value is None else f"a={name}:{value}")
 
 
 def _in_rank_order(ranked: list[tuple[int, str]]) -> list[str]:
@@ -353,10 +367,14 @@ class MediaDescription(_Attributes):
 
     def rtp_address(self) -> tuple[str, int]:
         """Where RTP for this stream goes: (host, port)."""
-        conn = self.effective_connection
+        conn = self.connection
+        if conn is None and self.session is not None:
+            conn = self.session.connection
         if conn is None:
             raise RemoteProtocolError(f"SDP m={self.media} has no c= line", 400)
-        return conn.host, self.port
+        address = conn.address
+        slash = address.find("/")  # a multicast /ttl or /count is not part of the host
+        return (address if slash < 0 else address[:slash]), self.port
 
     def rtcp_address(self) -> tuple[str, int]:
         """Where RTCP goes: a=rtcp (RFC 3605) when present, else the RTP port + 1 (RFC 3550 §11)."""
@@ -381,19 +399,37 @@ class MediaDescription(_Attributes):
 
     # --- wire form -------------------------------------------------------------------------------
     def m_line(self) -> str:
-        port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
-        return " ".join([f"m={self.media} {port} {self.proto}", *self.formats]) if self.formats else \
-            f"m={self.media} {port} {self.proto}"
+        formats = self.formats
+        port_count = self.port_count
+        if port_count is None:
+            if formats:
+                return f"m={self.media} {self.port} {self.proto} {' '.join(formats)}"
+            return f"m={self.media} {self.port} {self.proto}"
+        if formats:
+            return f"m={self.media} {self.port}/{port_count} {self.proto} {' '.join(formats)}"
+        return f"m={self.media} {self.port}/{port_count} {self.proto}"
 
     def lines(self) -> list[str]:
-        if not self.other_lines:  # the usual section: m=, perhaps c=, attributes; already in order
-            head = [self.m_line()] if self.connection is None else [self.m_line(), f"c={self.connection}"]
-            return head + _attribute_lines(self.attributes)
-        ranked: list[tuple[int, str]] = [(0, self.m_line())]
-        if self.connection is not None:
-            ranked.append((_MEDIA_RANK["c"], f"c={self.connection}"))
-        ranked.extend((_MEDIA_RANK.get(kind, 5), f"{kind}={value}") for kind, value in self.other_lines)
-        return _in_rank_order(ranked) + _attribute_lines(self.attributes)
+        out: list[str] = []
+        self._add_lines(out)
+        return out
+
+    def _add_lines(self, out: list[str]) -> None:
+        """Append the section's lines to ``out``."""
+        conn = self.connection
+        other_lines = self.other_lines
+        if not other_lines:  # the usual section: m=, perhaps c=, attributes; already in order
+            out.append(self.m_line())
+            if conn is not None:
+                out.append(f"c={conn.nettype} {conn.addrtype} {conn.address}")
+        else:
+            ranked: list[tuple[int, str]] = [(0, self.m_line())]
+            if conn is not None:
+                ranked.append((2, f"c={conn.nettype} {conn.addrtype} {conn.address}"))  # _MEDIA_RANK["c"]
+            for kind, value in other_lines:
+                ranked.append((_media_rank(kind, 5), f"{kind}={value}"))
+            out += _in_rank_order(ranked)
+        _add_attribute_lines(out, self.attributes)
 
     def copy(self) -> "MediaDescription":
         conn = self.connection
@@ -596,24 +632,32 @@ class SessionDescription(_Attributes):
     # --- wire form -------------------------------------------------------------------------------
     def lines(self) -> list[str]:
         level = self._level
-        if _after_connection_in_order(self.other_lines):  # as parsed from a well-formed description
-            out = [f"v={self.version}", f"o={self.origin}"]
+        o = self.origin
+        conn = level.connection
+        other_lines = self.other_lines
+        if _after_connection_in_order(other_lines):  # as parsed from a well-formed description
+            out = [f"v={self.version}",
+                   f"o={o.username} {o.sess_id} {o.sess_version} {o.nettype} {o.addrtype} {o.address}"]
             if self.name is not None:
                 out.append(f"s={self.name}")
-            if level.connection is not None:
-                out.append(f"c={level.connection}")
-            out += [f"{kind}={value}" for kind, value in self.other_lines]
+            if conn is not None:
+                out.append(f"c={conn.nettype} {conn.addrtype} {conn.address}")
+            for kind, value in other_lines:
+                out.append(f"{kind}={value}")
         else:
-            ranked: list[tuple[int, str]] = [(0, f"v={self.version}"), (1, f"o={self.origin}")]
+            ranked: list[tuple[int, str]] = [
+                (0, f"v={self.version}"),
+                (1, f"o={o.username} {o.sess_id} {o.sess_version} {o.nettype} {o.addrtype} {o.address}")]
             if self.name is not None:
                 ranked.append((2, f"s={self.name}"))
-            if level.connection is not None:
-                ranked.append((_SESSION_RANK["c"], f"c={level.connection}"))
-            ranked.extend((_SESSION_RANK.get(kind, 11), f"{kind}={value}") for kind, value in self.other_lines)
+            if conn is not None:
+                ranked.append((7, f"c={conn.nettype} {conn.addrtype} {conn.address}"))  # _SESSION_RANK["c"]
+            for kind, value in other_lines:
+                ranked.append((_session_rank(kind, 11), f"{kind}={value}"))
             out = _in_rank_order(ranked)
-        out += _attribute_lines(level.attributes)
+        _add_attribute_lines(out, level.attributes)
         for m in self.media:
-            out += m.lines()
+            m._add_lines(out)
         return out
 
     def serialize(self) -> bytes:
@@ -646,9 +690,12 @@ class SessionDescription(_Attributes):
 def _after_connection_in_order(other_lines: list[tuple[str, str]]) -> bool:
     """Whether session-level ``other_lines`` all rank after c= and are in rank order (the usual
     t= alone, or b= then t=): v=, o=, s=, c= and they are then in order as they stand."""
-    last = _SESSION_RANK["c"]
+    last = 7  # _SESSION_RANK["c"]
     for kind, _ in other_lines:
-        rank = _SESSION_RANK.get(kind, 11)
+        if kind == "t":  # the usual one, rank 9
+            rank = 9
+        else:
+            rank = _session_rank(kind, 11)
         if rank < last:
             return False
         last = rank
@@ -656,7 +703,10 @@ def _after_connection_in_order(other_lines: list[tuple[str, str]]) -> bool:
 
 
 def _wire(lines: list[str]) -> bytes:
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+    """The wire form of ``lines`` (each ended by CRLF); ``lines`` is the caller's to lose: it ends
+    with an empty line added."""
+    lines.append("")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 def _origin_without_version(o: Origin) -> tuple[str, ...]:
@@ -1014,50 +1064,68 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
     if ports is not None and len(ports) != len(sd.media):
         raise ValueError(f"ports has {len(ports)} entries for {len(sd.media)} m= lines")
     out = sd if in_place else sd.copy()
-    addrtype = _addrtype(address)
+    addrtype = "IP6" if ":" in address else "IP4"
     out.origin = Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", addrtype, address)
     level = out._level
-    if level.connection is not None:
-        level.connection = _anchored(level.connection, addrtype, address)
+    conn = level.connection
+    if conn is not None:
+        if not _is_unspecified(conn.address):
+            level.connection = Connection("IN", addrtype, address)
     elif not out.media or any(m.connection is None for m in out.media):
         level.connection = Connection("IN", addrtype, address)
-    level.attributes = untrack([(k, v) for k, v in level.attributes if k not in _ICE_ATTRIBUTES])
+    # The lists are rebuilt only when something in them goes: usually nothing does.
+    for key, _ in level.attributes:
+        if key in _ICE_ATTRIBUTES:
+            level.attributes = untrack([(k, v) for k, v in level.attributes if k not in _ICE_ATTRIBUTES])
+            break
     audio_anchored = False  # whether the first active audio stream has had ``port``
     for index, m in enumerate(out.media):
-        if m.connection is not None:
-            m.connection = _anchored(m.connection, addrtype, address)
-        m.other_lines = untrack([
-            (k, str(_anchored(_parse_connection(v), addrtype, address))) if k == "c" else (k, v)
-            for k, v in m.other_lines
-        ])
+        conn = m.connection
+        if conn is not None and not _is_unspecified(conn.address):
+            m.connection = Connection("IN", addrtype, address)
+        if m.other_lines:
+            m.other_lines = untrack([
+                (k, str(_anchored(_parse_connection(v), addrtype, address))) if k == "c" else (k, v)
+                for k, v in m.other_lines
+            ])
         if m.port == 0:
             continue
         if ports is not None:
             m.port = ports[index]
-        elif m.media == "audio" and not audio_anchored:
+        elif not audio_anchored and m.media == "audio":
             m.port = port
             audio_anchored = True
         else:
             m.port = 0
-        attrs: list[tuple[str, str | None]] = untrack([])
-        for attribute in m.attributes:
-            name = attribute[0]
-            if name in _ICE_ATTRIBUTES:
-                continue
-            if name == "rtcp":
-                if m.port == 0:
-                    continue
-                # RFC 3605: a=rtcp:<port> [<nettype> <addrtype> <address>]
-                attribute = (name, f"{m.port + 1}" if len((attribute[1] or "").split()) < 4 else
-                             f"{m.port + 1} IN {addrtype} {address}")
-            attrs.append(attribute)
-        m.attributes = attrs
+        for key, _ in m.attributes:
+            if key == "rtcp" or key in _ICE_ATTRIBUTES:
+                m.attributes = _anchored_attributes(m.attributes, m.port, addrtype, address)
+                break
     return out
+
+
+def _anchored_attributes(attributes: list[tuple[str, str | None]], port: int, addrtype: str, address: str
+                         ) -> list[tuple[str, str | None]]:
+    """A stream's attributes once anchored on ``port``: no ICE, a=rtcp on ``port + 1`` (none on a
+    disabled stream)."""
+    attrs: list[tuple[str, str | None]] = untrack([])
+    for attribute in attributes:
+        name = attribute[0]
+        if name in _ICE_ATTRIBUTES:
+            continue
+        if name == "rtcp":
+            if port == 0:
+                continue
+            # RFC 3605: a=rtcp:<port> [<nettype> <addrtype> <address>]
+            attribute = (name, f"{port + 1}" if len((attribute[1] or "").split()) < 4 else
+                         f"{port + 1} IN {addrtype} {address}")
+        attrs.append(attribute)
+    return attrs
 
 
 def _anchored(conn: Connection, addrtype: str, address: str) -> Connection:
     """``conn`` pointed at the switch's ``address``; a hold's 0.0.0.0 stays as it is (see ``anchor``)."""
-    return conn if conn.is_unspecified else Connection("IN", addrtype, address)
+    return conn if _is_unspecified(conn.address) else Connection("IN", addrtype, address)
 
 
 class Originator:
