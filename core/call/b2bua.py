@@ -937,8 +937,8 @@ class B2BUA:
         codecs = [c for c in ((config.codecs if config is not None else None) or self.config.media.codecs)
                   if c.lower() in ("pcmu", "pcma", "telephone-event")] or ["PCMU", "telephone-event"]
         a = Leg(None, port_a)
-        offer = a.origin.anchor(own_offer(codecs, self.address), address=self.address, port=port_a)
-        a.last_sdp = offer.serialize()
+        offer, a.last_sdp = a.origin.anchor_wire(own_offer(codecs, self.address), address=self.address,
+                                                 port=port_a, in_place=True)
         headers: tuple[tuple[str, str], ...] = ()
         if config is not None:
             uri, peer = self._trunk_target(config, number)
@@ -1271,10 +1271,10 @@ class B2BUA:
         """A new leg to ``target``, offering ``offer`` (by default what a hosted call's A was answered
         with) anchored on leg b's port with the leg's own o= line; None when it cannot be sent."""
         leg = Leg(None, call.b.port, now)
-        sd = leg.origin.anchor(offer or call.hosted_sd, address=self.address, port=call.b.port)
+        sd, leg.last_sdp = leg.origin.anchor_wire(offer or call.hosted_sd, address=self.address,
+                                                  port=call.b.port)
         if call.offer_b is None:
             call.offer_b = sd
-        leg.last_sdp = sd.serialize()
         headers = ()
         if call.outbound is not None and call.outbound.campaign_id and not call.outbound.agent_first:
             # The agent's phone (and a CRM behind it) learns which contact this is.
@@ -1908,8 +1908,7 @@ class B2BUA:
                 return
             uri, peer, trunk = dest
             new = Leg(None, leg.port, now)
-            sd = new.origin.anchor(offer, address=self.address, port=leg.port)
-            new.last_sdp = sd.serialize()
+            sd, new.last_sdp = new.origin.anchor_wire(offer, address=self.address, port=leg.port)
             try:
                 new.session = self.sessions.invite(uri, self._from_uri(call), now, body=new.last_sdp, peer=peer,
                                                    credentials=_credentials(trunk))
@@ -1924,9 +1923,9 @@ class B2BUA:
         else:
             # Attended: the other call's far party is re-INVITEd onto this call's relay, in the
             # referrer's slot; the referrer's leg in the other call is hung up.
-            sd = target.origin.anchor(offer, address=self.address, port=leg.port)
+            sd, body = target.origin.anchor_wire(offer, address=self.address, port=leg.port)
             try:
-                target.session.reinvite(now, sd.serialize())
+                target.session.reinvite(now, body)
             except ProtocolError:
                 self._notify(leg, now, "500 Server Internal Error", active=False)
                 return
@@ -2079,8 +2078,7 @@ class B2BUA:
         except ProtocolError as exc:
             session.reject_reinvite(now, exc.status if exc.status != 400 else 488)
             return
-        relayed = other.origin.anchor(restricted, address=self.address, port=other.port)
-        body = relayed.serialize()
+        relayed, body = other.origin.anchor_wire(restricted, address=self.address, port=other.port, in_place=True)
         try:
             other.session.reinvite(now, body)
         except LocalProtocolError:
@@ -2103,11 +2101,11 @@ class B2BUA:
                 if not intersect(offer, answer):
                     raise OfferAnswerError("no codec of the offer in the answer")
                 leg.remote = answer.rtp_address()
-                sd = origin.origin.anchor(answer, address=self.address, port=origin.port)
+                _, body = origin.origin.anchor_wire(answer, address=self.address, port=origin.port, in_place=True)
             except ProtocolError:
                 origin.session.reject_reinvite(now, 488)
                 return
-            origin.last_sdp = sd.serialize()
+            origin.last_sdp = body
             origin.session.accept_reinvite(now, origin.last_sdp)
             self._bridge(call)
             return
