@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import AbstractSet, Any, Callable, Sequence
 
 import msgspec
 
@@ -474,7 +474,7 @@ class Call:
     """Two legs bridged by the switch; see the module's description."""
 
     __slots__ = ("b2bua", "id", "state", "a", "b", "route", "source", "trunks", "user", "caller",
-                 "callee", "offered_at", "answered_at", "timer", "offer_a", "offer_b", "bridged",
+                 "callee", "offered_at", "answered_at", "timer", "offer_b", "bridged",
                  "reinvite_from", "reinvite_offer", "cancelled", "hangup_by", "supported",
                  "ringing_at", "codec", "dtmf_pt", "caller_uri", "b_uri", "b_status", "hosted",
                  "menu", "prompts", "queue", "joined", "priority", "offers", "segments", "offered_to",
@@ -490,21 +490,20 @@ class Call:
         self.b: Leg | None = None
         self.route: RouteMatch | None = None
         self.source: str | None = None
-        self.trunks: list[str] = []  # trunks this call holds a channel of
+        self.trunks: Sequence[str] = ()  # trunks this call holds a channel of (replaced, never changed)
         self.user: str | None = None
         self.caller = ""
         self.callee = ""
         self.offered_at = now
         self.answered_at: float | None = None
         self.timer = None
-        self.offer_a: SessionDescription | None = None  # A's offer as received
         self.offer_b: SessionDescription | None = None  # the offer we sent B (anchored)
         self.bridged: tuple | None = None  # the last MediaBridge's remotes
         self.reinvite_from: Leg | None = None  # the leg whose re-INVITE is being relayed
         self.reinvite_offer: SessionDescription | None = None  # the offer we relayed (anchored)
         self.cancelled = False
         self.hangup_by: str | None = None
-        self.supported: set[str] = set()
+        self.supported: AbstractSet[str] = frozenset()  # replaced, never changed
         self.ringing_at: float | None = None
         self.codec = ""
         self.dtmf_pt: int | None = None
@@ -821,12 +820,12 @@ class B2BUA:
         # offered the switch's own codecs; B's answer becomes A's offer, A's ACK its answer.
         try:
             if msg.body:
-                call.offer_a = parse_sdp(msg.body)
-                call.a.remote = call.offer_a.rtp_address()
+                offer_a = parse_sdp(msg.body)
+                call.a.remote = offer_a.rtp_address()
             else:
                 codecs = [c for c in codecs if c.lower() in ("pcmu", "pcma", "telephone-event")] or list(codecs)
-                call.offer_a = own_offer(codecs, self.address)
-            restricted = _restrict(call.offer_a, call.supported)
+                offer_a = own_offer(codecs, self.address)
+            restricted = _restrict(offer_a, call.supported)
         except ProtocolError as exc:
             self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
             return
