@@ -483,6 +483,27 @@ def test_over_max_transactions_a_new_request_gets_503_and_no_state():
     assert len(layer) == 2 and layer.overloaded == 1
 
 
+def test_while_shedding_a_new_call_gets_503_and_the_calls_admitted_go_on():
+    layer = TransactionLayer()
+    server_receive(layer, request("INVITE", branch="z9hG4bKold"))  # admitted before the node fell behind
+    layer.datagrams_to_send()
+    layer.shedding = True
+    assert server_receive(layer, request("INVITE", branch="z9hG4bKnew")) == []
+    (data, peer), = layer.datagrams_to_send()
+    reply = parse(data)
+    assert reply.status == 503 and reply.header("Retry-After") == "5" and reply.to_tag and peer == ALICE
+    assert len(layer) == 1 and layer.shed == 1 and layer.overloaded == 0
+    # In the calls already up: a re-INVITE, a BYE and an ACK are taken as always.
+    reinvite = server_receive(layer, request("INVITE", branch="z9hG4bKre", cseq=2, to_tag="b1"))
+    bye = server_receive(layer, request("BYE", branch="z9hG4bKbye", cseq=3, to_tag="b1"))
+    ack = server_receive(layer, request("ACK", branch="z9hG4bKack", to_tag="b1"))
+    assert [type(e).__name__ for e in (*reinvite, *bye, *ack)] == ["RequestReceived", "RequestReceived", "AckReceived"]
+    assert layer.shed == 1 and len(layer) == 3
+    layer.shedding = False  # caught up: new calls are taken again
+    assert [type(e).__name__ for e in server_receive(layer, request("INVITE", branch="z9hG4bKlater"))] == [
+        "RequestReceived"]
+
+
 # -- RFC 3665 flows between two transaction layers --------------------------------------------------
 class Wire:
     """Two transaction layers joined in memory; every datagram moved is noted as the RFC's

@@ -667,6 +667,13 @@ class TransactionLayer:
         self._out: list[tuple[bytes, Peer]] = []
         # How many requests were refused for lack of room (503), for the metrics.
         self.overloaded = 0
+        # Set by the bindings while the worker is behind (its socket's backlog keeps growing): a new
+        # call (an INVITE without a To tag) is refused at once, 503 with Retry-After and no state, while
+        # everything of the calls already admitted (ACK, BYE, re-INVITE, responses) goes on, so that
+        # load past capacity costs the excess calls and not the service of the others (MISSION.md,
+        # "the avalanche"). ``shed`` counts the calls so refused.
+        self.shedding = False
+        self.shed = 0
 
     def __len__(self) -> int:
         return len(self._server) + len(self._client)
@@ -791,9 +798,13 @@ class TransactionLayer:
         if method == "ACK":
             self._events.append(AckReceived(msg, peer))
             return
-        if len(self) >= self.max_transactions:
-            # Over the limit: answer 503 and keep no state (RFC 3261 §21.5.4).
-            self.overloaded += 1
+        shed = self.shedding and method == "INVITE" and msg.to_tag is None
+        if shed or len(self) >= self.max_transactions:
+            # Over the limit, or a new call while behind: answer 503 and keep no state (RFC 3261 §21.5.4).
+            if shed:
+                self.shed += 1
+            else:
+                self.overloaded += 1
             reply = build_response(msg, 503, to_tag=msg.to_tag or new_tag(),
                                    headers=[("Retry-After", str(self.retry_after))])
             stamp = via_stamp(msg, peer)
