@@ -76,6 +76,19 @@ GC_THRESHOLDS = (50_000, 20, 10)
 # Socket buffers of a SIP UDP socket: a burst of a few thousand datagrams must wait in the kernel
 # while the loop is busy, not be dropped (each drop costs a retransmission 500 ms later).
 UDP_BUFFER = 4 * 1024 * 1024
+# Load past capacity (MISSION.md, "the avalanche"). A turn of the loop reads at most 1,024 datagrams from
+# a SIP socket (bindings/transport.py); when SHED_TURNS turns in a row end with more still waiting, the
+# node has been behind by thousands of datagrams for a few hundred milliseconds, and a backlog that keeps
+# growing reaches RFC 3261's retransmission times (T1, 500 ms): every call would slow down, retransmit, and
+# fail. From then on new calls are refused at once (503, Retry-After; core/sip/transaction.py ``shedding``),
+# which costs a few percent of a call's work, while the calls admitted go on; new calls are taken again
+# once a turn has caught up and SHED_HOLD seconds have passed since the last turn that had not (short, so
+# that near capacity the node refuses no more than it must). An episode begun within SHED_LOG seconds of
+# the last line is not logged on its own: its refusals are counted in a line SHED_LOG seconds after the
+# last, or when the node stops.
+SHED_TURNS = 4
+SHED_HOLD = 0.25
+SHED_LOG = 10.0
 
 
 def udp_socket(family: int, host: str, port: int) -> socket.socket:
@@ -125,6 +138,13 @@ class Node:
         self._timer_at: float | None = None
         self._held: set[asyncio.Future] = set()  # sends waiting on a commit (see flush)
         self._flushing = False
+        self._behind_turns = 0  # read turns in a row that left datagrams waiting (SHED_TURNS)
+        self._behind_at = 0.0  # monotonic time of the last such turn
+        self._shed_before = 0  # calls refused before those the next "caught up" line counts
+        self._shed_logged = False  # the current shedding was logged when it began
+        self._shed_logged_at = -SHED_LOG  # monotonic time of the last line about refused calls
+        self._shed_report: asyncio.TimerHandle | None = None  # the line due for episodes not logged
+        self._shed_timer: asyncio.TimerHandle | None = None  # the next look at whether it caught up
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,7 +175,7 @@ class Node:
             transport, host, port = parse_listen(spec)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             if transport == "udp":
-                proto = UdpTransport(self.on_datagram, udp_socket(family, host, port), loop, self.arm_timer)
+                proto = UdpTransport(self.on_datagram, udp_socket(family, host, port), loop, self.after_reads)
                 self.udp.setdefault(family, proto)
                 self._udp_sockets.append(proto)
                 bound = proto.sockname()
@@ -238,6 +258,11 @@ class Node:
             await asyncio.wait(list(self._held), timeout=DRAIN_SECONDS)
         if self._timer is not None:
             self._timer.cancel()
+        for handle in (self._shed_timer, self._shed_report):
+            if handle is not None:
+                handle.cancel()
+        if ep is not None:
+            self._report_shed()  # refusals not yet in the log
         for server in self.servers:
             server.close()
         self.tcp.close_all()
@@ -347,6 +372,60 @@ class Node:
     def on_message(self, data: bytes, peer: Peer) -> None:
         self.on_datagram(data, peer)
         self.arm_timer()
+
+    def after_reads(self, backlog: bool) -> None:
+        """A UDP socket's turn of reads is handled: refuse new calls while the node stays behind
+        (SHED_TURNS, SHED_HOLD), then arm the timer for the batch."""
+        transactions = self.endpoint.transactions
+        if backlog:
+            self._behind_turns += 1
+            self._behind_at = time.monotonic()
+            if self._behind_turns >= SHED_TURNS and not transactions.shedding:
+                transactions.shedding = True
+                self._shed_logged = self._behind_at - self._shed_logged_at >= SHED_LOG
+                if self._shed_logged:
+                    log.warning("behind: SIP datagrams keep waiting; new calls get 503 until the node catches up")
+        else:
+            self._behind_turns = 0
+            if transactions.shedding:
+                self._end_shedding()
+        self.arm_timer()
+
+    def _end_shedding(self) -> None:
+        """Take new calls again once no turn has been behind for SHED_HOLD seconds; too soon, look
+        again then (with no datagram coming meanwhile, no turn would)."""
+        transactions = self.endpoint.transactions
+        if not transactions.shedding or self._behind_turns:
+            return
+        wait = self._behind_at + SHED_HOLD - time.monotonic()
+        if wait > 0:
+            if self._shed_timer is None:
+                self._shed_timer = asyncio.get_running_loop().call_later(wait, self._shed_timer_fired)
+            return
+        transactions.shedding = False
+        if self._shed_logged:
+            log.warning("caught up: new calls are taken again (%d refused meanwhile)",
+                        transactions.shed - self._shed_before)
+            self._shed_before = transactions.shed
+            self._shed_logged_at = time.monotonic()
+        elif self._shed_report is None:
+            due = self._shed_logged_at + SHED_LOG - time.monotonic()
+            self._shed_report = asyncio.get_running_loop().call_later(max(0.0, due), self._report_shed)
+
+    def _report_shed(self) -> None:
+        """Log the new calls refused since the last line about them (episodes too close to be logged
+        each, and at stop)."""
+        self._shed_report = None
+        transactions = self.endpoint.transactions
+        if transactions.shed > self._shed_before:
+            log.warning("%d more new calls refused (503) while behind since the last report",
+                        transactions.shed - self._shed_before)
+            self._shed_before = transactions.shed
+            self._shed_logged_at = time.monotonic()
+
+    def _shed_timer_fired(self) -> None:
+        self._shed_timer = None
+        self._end_shedding()
 
     def on_datagram(self, data: bytes, peer: Peer) -> None:
         """A message in a batch the UDP transport read: the timer is armed once for the batch."""

@@ -56,8 +56,9 @@ _READ_ROUNDS = 16
 
 class UdpTransport:
     """One bound UDP socket on the event loop, read and written in batches; every datagram goes to
-    ``on_message(data, peer)``, and ``after_reads()`` (when given) is called once the datagrams read
-    together are handled, before their answers leave.
+    ``on_message(data, peer)``, and ``after_reads(backlog)`` (when given) is called once the datagrams
+    read together are handled, before their answers leave; ``backlog`` says the turn ended with every
+    read full (``_READ_ROUNDS`` × ``_READ_BATCH`` datagrams taken and more may wait).
 
     Reading: one ``recvmmsg`` takes up to 64 waiting datagrams (``bindings/_udp.pyx``), for as long
     as more wait (up to 16 rounds before the loop's other work gets its turn).
@@ -88,6 +89,7 @@ class UdpTransport:
 
     def _readable(self) -> None:
         self._flush_due = True  # the reads' answers leave together, below
+        backlog = False
         try:
             for _ in range(_READ_ROUNDS):
                 batch = self._read()
@@ -95,9 +97,11 @@ class UdpTransport:
                     self.on_message(data, peer)
                 if len(batch) < _READ_BATCH or self._loop is None:
                     break
+            else:
+                backlog = True  # every round full: more waited than one turn takes
         finally:
             if self.after_reads is not None:
-                self.after_reads()
+                self.after_reads(backlog)
             self.flush()
 
     def _read(self) -> list[tuple[bytes, Peer]]:
