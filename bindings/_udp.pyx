@@ -5,7 +5,9 @@ and one ``sendmmsg`` for every datagram a turn of the event loop made.
 ``recv_batch(fd, family, peers)`` reads what waits (up to 64 datagrams, without blocking): a list of
 ``(data, peer)``, ``peer`` a ``core.sip.addr.Peer`` taken from ``peers`` (a dict the caller keeps, by the
 sender's raw address) or made once and put there. An ICMP error queued on the socket for an earlier
-send (a phone gone away) is skipped: it says nothing of what waits to be read.
+send (a phone gone away) is skipped: it says nothing of what waits to be read. On a socket given to
+``stamp_arrivals(fd)``, ``first_stamp()`` is when the first datagram of the last read arrived
+(``SO_TIMESTAMPNS``), so the caller knows how long the oldest of them waited.
 
 A datagram sent on loopback or a LAN delivers itself to the receiver's socket inside the send and, when
 the receiving process sleeps, wakes it: a send that wakes a sleeping peer costs about three times one
@@ -22,20 +24,30 @@ not resolved on the send path, which must not wait for DNS. A datagram the kerne
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Malloc
 from libc.errno cimport EAGAIN, EINTR, ENOBUFS, errno
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
+from posix.time cimport timespec
 from posix.uio cimport iovec
 
 from core.sip.addr import Peer
 
 
 # The socket calls and structures the media engine declares already (core/_rtp.pxd), and IPv6's.
-from core._rtp cimport (AF_INET, MSG_DONTWAIT, htons, in_addr, inet_ntop, inet_pton, mmsghdr, ntohs,
-                        recvmmsg, sendmmsg, sockaddr_in)
+from core._rtp cimport (AF_INET, MSG_DONTWAIT, htons, in_addr, inet_ntop, inet_pton, mmsghdr, msghdr, ntohs,
+                        recvmmsg, sendmmsg, setsockopt, sockaddr_in)
 
 
 cdef extern from "<sys/socket.h>" nogil:
     enum: AF_INET6
+    enum: SOL_SOCKET
+    enum: SO_TIMESTAMPNS
+    cdef struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *)
+    cmsghdr *CMSG_NXTHDR(msghdr *, cmsghdr *)
+    unsigned char *CMSG_DATA(cmsghdr *)
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -102,9 +114,39 @@ cdef object _peer_of(dict peers, sockaddr_in6 *addr, int family):
     return peer
 
 
+cdef char _rcontrol[64]  # the first datagram's ancillary data: its arrival time (SO_TIMESTAMPNS)
+cdef int64_t _first_stamp = 0
+
+
+def stamp_arrivals(int fd) -> None:
+    """Have the kernel note each datagram's arrival time on the socket ``fd`` (``SO_TIMESTAMPNS``), for
+    ``first_stamp``."""
+    cdef int on = 1
+    if setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0:
+        raise OSError(errno, "setsockopt(SO_TIMESTAMPNS)")
+
+
+def first_stamp() -> int:
+    """When the kernel received the first datagram of the last ``recv_batch``, in nanoseconds of the
+    real-time clock (``time.time_ns()``); 0 when that batch was empty or the socket does not have
+    ``SO_TIMESTAMPNS`` set."""
+    return _first_stamp
+
+
+cdef int64_t _stamp_of(msghdr *hdr) noexcept:
+    cdef cmsghdr *c = CMSG_FIRSTHDR(hdr)
+    cdef timespec ts
+    while c != NULL:
+        if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_TIMESTAMPNS:
+            memcpy(&ts, CMSG_DATA(c), sizeof(timespec))
+            return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+        c = CMSG_NXTHDR(hdr, c)
+    return 0
+
+
 def recv_batch(int fd, int family, dict peers):
     """What waits on ``fd``, up to 64 datagrams, as ``(data, peer)`` pairs (see the module doc)."""
-    global _rbuf
+    global _rbuf, _first_stamp
     cdef int r, i, tries = 0
     cdef list out = []
     if _rbuf == NULL:
@@ -121,6 +163,9 @@ def recv_batch(int fd, int family, dict peers):
         _rmsgs[i].msg_hdr.msg_control = NULL
         _rmsgs[i].msg_hdr.msg_controllen = 0
         _rmsgs[i].msg_hdr.msg_flags = 0
+    _rmsgs[0].msg_hdr.msg_control = _rcontrol  # the oldest datagram's arrival time is enough
+    _rmsgs[0].msg_hdr.msg_controllen = sizeof(_rcontrol)
+    _first_stamp = 0
     while True:
         r = recvmmsg(fd, _rmsgs, RECV_BATCH, MSG_DONTWAIT, NULL)
         if r >= 0:
@@ -131,6 +176,8 @@ def recv_batch(int fd, int family, dict peers):
                 and errno != EHOSTDOWN and errno != ENETDOWN:
             raise OSError(errno, "recvmmsg")
         tries += 1  # an earlier send's ICMP error, reported on this read: read again
+    if r > 0:
+        _first_stamp = _stamp_of(&_rmsgs[0].msg_hdr)
     for i in range(r):
         out.append((PyBytes_FromStringAndSize(<char *>_riov[i].iov_base, _rmsgs[i].msg_len),
                     _peer_of(peers, &_raddrs[i], family)))

@@ -43,7 +43,7 @@ from bindings.dialler import TICK, CampaignFileError, Dialler
 from bindings.media import AmdVerdict, MediaPlane
 from bindings.records import CallRecords
 from bindings.storage import Storage
-from bindings.transport import TcpConnection, TcpRegistry, UdpTransport
+from bindings.transport import TcpConnection, TcpRegistry, UdpTransport, stamp_arrivals
 from core.call import B2BUA, CallSummary, MediaBridge, MediaRelease
 from core.acd.log import QueueLogEntry
 from core.call.b2bua import CallConnected, LiveAnswer, MediaPlay, MediaStop
@@ -76,17 +76,19 @@ GC_THRESHOLDS = (50_000, 20, 10)
 # Socket buffers of a SIP UDP socket: a burst of a few thousand datagrams must wait in the kernel
 # while the loop is busy, not be dropped (each drop costs a retransmission 500 ms later).
 UDP_BUFFER = 4 * 1024 * 1024
-# Load past capacity (MISSION.md, "the avalanche"). A turn of the loop reads at most 1,024 datagrams from
-# a SIP socket (bindings/transport.py); when SHED_TURNS turns in a row end with more still waiting, the
-# node has been behind by thousands of datagrams for a few hundred milliseconds, and a backlog that keeps
-# growing reaches RFC 3261's retransmission times (T1, 500 ms): every call would slow down, retransmit, and
-# fail. From then on new calls are refused at once (503, Retry-After; core/sip/transaction.py ``shedding``),
-# which costs a few percent of a call's work, while the calls admitted go on; new calls are taken again
-# once a turn has caught up and SHED_HOLD seconds have passed since the last turn that had not (short, so
-# that near capacity the node refuses no more than it must). An episode begun within SHED_LOG seconds of
+# Load past capacity (MISSION.md, "the avalanche"). Each turn of reads on a SIP socket says how long the
+# oldest datagram it read had waited in the socket (the kernel's arrival time, bindings/transport.py). A
+# node that takes calls more slowly than they come lets that wait grow until it reaches RFC 3261's
+# retransmission times (T1, 500 ms) and the socket's room runs out: every call slows down, is sent
+# again, and fails. Once a datagram has waited SHED_DELAY, new calls are refused at once (503 with
+# Retry-After; core/sip/transaction.py ``shedding``), a few percent of a call's work each, while the calls
+# admitted go on; new calls are taken again once a turn's oldest datagram waited less than SHED_CLEAR and
+# SHED_HOLD seconds have passed since the last turn that waited SHED_DELAY. A node below its capacity that
+# pauses (a collection, a burst) stays far under SHED_DELAY. An episode begun within SHED_LOG seconds of
 # the last line is not logged on its own: its refusals are counted in a line SHED_LOG seconds after the
 # last, or when the node stops.
-SHED_TURNS = 4
+SHED_DELAY = 0.15
+SHED_CLEAR = 0.05
 SHED_HOLD = 0.25
 SHED_LOG = 10.0
 
@@ -101,6 +103,10 @@ def udp_socket(family: int, host: str, port: int) -> socket.socket:
                 sock.setsockopt(socket.SOL_SOCKET, force if force is not None else plain, UDP_BUFFER)
             except PermissionError:  # not root: the kernel caps it at net.core.[rw]mem_max
                 sock.setsockopt(socket.SOL_SOCKET, plain, UDP_BUFFER)
+        # The kernel's arrival time on each datagram: how long the oldest waited tells the node it is
+        # behind (SHED_DELAY).
+        if stamp_arrivals is not None:
+            stamp_arrivals(sock.fileno())
         sock.bind((host, port))
         sock.setblocking(False)
     except BaseException:
@@ -138,8 +144,7 @@ class Node:
         self._timer_at: float | None = None
         self._held: set[asyncio.Future] = set()  # sends waiting on a commit (see flush)
         self._flushing = False
-        self._behind_turns = 0  # read turns in a row that left datagrams waiting (SHED_TURNS)
-        self._behind_at = 0.0  # monotonic time of the last such turn
+        self._behind_at = 0.0  # monotonic time of the last turn whose oldest datagram waited SHED_DELAY
         self._shed_before = 0  # calls refused before those the next "caught up" line counts
         self._shed_logged = False  # the current shedding was logged when it began
         self._shed_logged_at = -SHED_LOG  # monotonic time of the last line about refused calls
@@ -175,7 +180,8 @@ class Node:
             transport, host, port = parse_listen(spec)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             if transport == "udp":
-                proto = UdpTransport(self.on_datagram, udp_socket(family, host, port), loop, self.after_reads)
+                proto = UdpTransport(self.on_datagram, udp_socket(family, host, port), loop, self.arm_timer,
+                                     self.on_wait)
                 self.udp.setdefault(family, proto)
                 self._udp_sockets.append(proto)
                 bound = proto.sockname()
@@ -373,29 +379,27 @@ class Node:
         self.on_datagram(data, peer)
         self.arm_timer()
 
-    def after_reads(self, backlog: bool) -> None:
-        """A UDP socket's turn of reads is handled: refuse new calls while the node stays behind
-        (SHED_TURNS, SHED_HOLD), then arm the timer for the batch."""
+    def on_wait(self, waited: float) -> None:
+        """A UDP socket's turn of reads begins, its oldest datagram having waited ``waited`` seconds in
+        the socket: refuse new calls while the node is that far behind (SHED_DELAY, SHED_CLEAR,
+        SHED_HOLD), from this turn's on."""
         transactions = self.endpoint.transactions
-        if backlog:
-            self._behind_turns += 1
+        if waited >= SHED_DELAY:
             self._behind_at = time.monotonic()
-            if self._behind_turns >= SHED_TURNS and not transactions.shedding:
+            if not transactions.shedding:
                 transactions.shedding = True
                 self._shed_logged = self._behind_at - self._shed_logged_at >= SHED_LOG
                 if self._shed_logged:
-                    log.warning("behind: SIP datagrams keep waiting; new calls get 503 until the node catches up")
-        else:
-            self._behind_turns = 0
-            if transactions.shedding:
-                self._end_shedding()
-        self.arm_timer()
+                    log.warning("behind: SIP datagrams waited %.0f ms; new calls get 503 until the node catches up",
+                                waited * 1e3)
+        elif transactions.shedding and waited < SHED_CLEAR:
+            self._end_shedding()
 
     def _end_shedding(self) -> None:
         """Take new calls again once no turn has been behind for SHED_HOLD seconds; too soon, look
         again then (with no datagram coming meanwhile, no turn would)."""
         transactions = self.endpoint.transactions
-        if not transactions.shedding or self._behind_turns:
+        if not transactions.shedding:
             return
         wait = self._behind_at + SHED_HOLD - time.monotonic()
         if wait > 0:

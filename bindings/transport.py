@@ -22,13 +22,14 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 
 from core.errors import ProtocolError
 
 try:
-    from bindings._udp import recv_batch, send_batch
-except ImportError:  # nothing built: a system call a datagram
-    recv_batch = send_batch = None
+    from bindings._udp import first_stamp, recv_batch, send_batch, stamp_arrivals
+except ImportError:  # nothing built: a system call a datagram, and no arrival times
+    first_stamp = recv_batch = send_batch = stamp_arrivals = None
 from core.sip.addr import Peer
 from core.sip.dialog import next_hop
 from core.sip.message import StreamFramer, parse, reply_for_malformed
@@ -56,9 +57,11 @@ _READ_ROUNDS = 16
 
 class UdpTransport:
     """One bound UDP socket on the event loop, read and written in batches; every datagram goes to
-    ``on_message(data, peer)``, and ``after_reads(backlog)`` (when given) is called once the datagrams
-    read together are handled, before their answers leave; ``backlog`` says the turn ended with every
-    read full (``_READ_ROUNDS`` × ``_READ_BATCH`` datagrams taken and more may wait).
+    ``on_message(data, peer)``. When given, ``on_wait(waited)`` is called after a turn's first read,
+    before its datagrams are handled, with how long the oldest of them had waited in the socket, in
+    seconds (the kernel's arrival time: the socket must be given to ``stamp_arrivals``; not called when
+    unknown, as without the compiled ``bindings._udp``), and ``after_reads()`` once the datagrams read
+    together are handled, before their answers leave.
 
     Reading: one ``recvmmsg`` takes up to 64 waiting datagrams (``bindings/_udp.pyx``), for as long
     as more wait (up to 16 rounds before the loop's other work gets its turn).
@@ -71,9 +74,11 @@ class UdpTransport:
 
     Without the compiled ``bindings._udp`` (nothing built) the same, a datagram per system call."""
 
-    def __init__(self, on_message, sock: socket.socket, loop: asyncio.AbstractEventLoop, after_reads=None):
+    def __init__(self, on_message, sock: socket.socket, loop: asyncio.AbstractEventLoop, after_reads=None,
+                 on_wait=None):
         self.on_message = on_message
         self.after_reads = after_reads
+        self.on_wait = on_wait
         self.sock = sock
         self._fd = sock.fileno()
         self._family = sock.family
@@ -89,19 +94,20 @@ class UdpTransport:
 
     def _readable(self) -> None:
         self._flush_due = True  # the reads' answers leave together, below
-        backlog = False
         try:
-            for _ in range(_READ_ROUNDS):
+            for turn in range(_READ_ROUNDS):
                 batch = self._read()
+                if turn == 0 and batch and self.on_wait is not None and recv_batch is not None:
+                    stamp = first_stamp()  # the kernel's arrival time of the oldest datagram read
+                    if stamp:
+                        self.on_wait(max(0.0, (time.time_ns() - stamp) / 1e9))
                 for data, peer in batch:
                     self.on_message(data, peer)
                 if len(batch) < _READ_BATCH or self._loop is None:
                     break
-            else:
-                backlog = True  # every round full: more waited than one turn takes
         finally:
             if self.after_reads is not None:
-                self.after_reads(backlog)
+                self.after_reads()
             self.flush()
 
     def _read(self) -> list[tuple[bytes, Peer]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 import uvloop
@@ -183,3 +184,29 @@ def test_the_transport_sends_a_turns_datagrams_at_its_end_and_what_waits_before_
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(run())
+
+
+def test_a_read_says_when_its_oldest_datagram_arrived():
+    """How long the oldest datagram of a read waited in the socket: what tells the node it is behind."""
+    stamped, plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.stamp_arrivals(stamped.fileno())
+        for sock in (stamped, plain):
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        sender.sendto(b"first", stamped.getsockname())
+        sent = time.time_ns()
+        time.sleep(0.2)
+        sender.sendto(b"second", stamped.getsockname())
+        batch = udp.recv_batch(stamped.fileno(), socket.AF_INET, {})
+        assert [data for data, _ in batch] == [b"first", b"second"]
+        waited = (time.time_ns() - udp.first_stamp()) / 1e9
+        assert 0.2 <= waited < 10 and abs(udp.first_stamp() - sent) < 0.1e9  # the first one's arrival
+        sender.sendto(b"plain", plain.getsockname())
+        time.sleep(0.01)
+        assert [data for data, _ in udp.recv_batch(plain.fileno(), socket.AF_INET, {})] == [b"plain"]
+        assert udp.first_stamp() == 0  # a socket without stamp_arrivals: unknown
+    finally:
+        for sock in (stamped, plain, sender):
+            sock.close()
