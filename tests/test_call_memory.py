@@ -89,6 +89,14 @@ def test_a_whole_b2bua_call_leaves_no_cyclic_garbage(tmp_path):
         net.close()
 
 
+def _held_only_by(held: list) -> None:
+    """Each object in ``held`` is referenced by the list, by getrefcount's argument and by the others in
+    the list, and by nothing else."""
+    inside = Counter(id(ref) for i in range(len(held)) for ref in gc.get_referents(held[i]))
+    expected = [2 + inside[id(held[i])] for i in range(len(held))]
+    assert [sys.getrefcount(held[i]) for i in range(len(held))] == expected
+
+
 @pytest.mark.parametrize("untracked", [False, True], ids=["tracked", "untracked"])
 def test_once_a_call_is_over_nothing_holds_its_transactions_sessions_or_dialogs(tmp_path, untracked):
     """The node takes these objects out of the cyclic collector (core/memory.py), which could then
@@ -112,11 +120,7 @@ def test_once_a_call_is_over_nothing_holds_its_transactions_sessions_or_dialogs(
         if untracking_built:
             assert [gc.is_tracked(obj) for obj in held] == [not untracked] * len(held)
         del sessions, caller
-        # Each one referenced by ``held``, by getrefcount's argument and by the others in ``held``
-        # (a session's dialog and INVITE transaction), nothing else.
-        inside = Counter(id(ref) for i in range(len(held)) for ref in gc.get_referents(held[i]))
-        expected = [2 + inside[id(held[i])] for i in range(len(held))]
-        assert [sys.getrefcount(held[i]) for i in range(len(held))] == expected
+        _held_only_by(held)  # (a session holds its dialog and INVITE transaction)
     finally:
         set_untracking(before)
         net.close()
@@ -183,10 +187,7 @@ def test_a_calls_sdp_makes_no_cycle_and_is_freed_with_the_call(tmp_path, monkeyp
         net.run_until(net.now + 40)
         assert not net.switch.calls.calls
         del caller
-        # Each one referenced by ``held``, by getrefcount's argument and by the others in ``held``.
-        inside = Counter(id(ref) for i in range(len(held)) for ref in gc.get_referents(held[i]))
-        expected = [2 + inside[id(held[i])] for i in range(len(held))]
-        assert [sys.getrefcount(held[i]) for i in range(len(held))] == expected
+        _held_only_by(held)
     finally:
         set_untracking(before)
         net.close()
