@@ -145,6 +145,7 @@ class Node:
         self._held: set[asyncio.Future] = set()  # sends waiting on a commit (see flush)
         self._flushing = False
         self._behind_at = 0.0  # monotonic time of the last turn whose oldest datagram waited SHED_DELAY
+        self._last_wait = 0.0  # how long the last turn's oldest datagram waited
         self._shed_before = 0  # calls refused before those the next "caught up" line counts
         self._shed_logged = False  # the current shedding was logged when it began
         self._shed_logged_at = -SHED_LOG  # monotonic time of the last line about refused calls
@@ -384,6 +385,7 @@ class Node:
         the socket: refuse new calls while the node is that far behind (SHED_DELAY, SHED_CLEAR,
         SHED_HOLD), from this turn's on."""
         transactions = self.endpoint.transactions
+        self._last_wait = waited
         if waited >= SHED_DELAY:
             self._behind_at = time.monotonic()
             if not transactions.shedding:
@@ -429,7 +431,8 @@ class Node:
 
     def _shed_timer_fired(self) -> None:
         self._shed_timer = None
-        self._end_shedding()
+        if self._last_wait < SHED_CLEAR:  # else the next turn that has caught up decides
+            self._end_shedding()
 
     def on_datagram(self, data: bytes, peer: Peer) -> None:
         """A message in a batch the UDP transport read: the timer is armed once for the batch."""
