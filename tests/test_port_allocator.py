@@ -16,6 +16,13 @@ def test_never_used_ports_come_first_even_and_with_room_for_rtcp():
     assert ports.allocate(0.0) is None and len(ports) == 0
 
 
+def test_a_call_gets_both_legs_ports_or_none():
+    ports = PortAllocator(20000, 20005)  # three pairs: 20000, 20002, 20004
+    assert ports.allocate_pair(0.0) == (20000, 20002)
+    assert ports.allocate_pair(0.0) is None  # one pair left: not half a call
+    assert len(ports) == 1 and ports.allocate(0.0) == 20004  # and that one was given back
+
+
 def test_a_released_port_rests_while_never_used_ones_remain():
     ports = PortAllocator(20000, 20011, quarantine=1.0)
     first = ports.allocate(0.0)

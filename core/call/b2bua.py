@@ -397,6 +397,15 @@ class PortAllocator:
         self._taken.add(port)
         return port
 
+    def allocate_pair(self, now: float) -> tuple[int, int] | None:
+        """Ports for a call's two legs, or None (nothing kept) when the range has not two left."""
+        port_a, port_b = self.allocate(now), self.allocate(now)
+        if port_a is None or port_b is None:
+            self.release(port_a, now)
+            self.release(port_b, now)
+            return None
+        return port_a, port_b
+
     def release(self, port: int | None, now: float) -> None:
         if port is not None and port in self._taken:
             self._taken.remove(port)
@@ -829,13 +838,11 @@ class B2BUA:
         except ProtocolError as exc:
             self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
             return
-        port_a = self.ports.allocate(now)
-        port_b = self.ports.allocate(now)
-        if port_a is None or port_b is None:
-            self.ports.release(port_a, now)
-            self.ports.release(port_b, now)
+        ports = self.ports.allocate_pair(now)
+        if ports is None:
             self._refuse(call, now, 503, "No Media Ports")
             return
+        port_a, port_b = ports
         call.a.port = port_a
         call.b = Leg(None, port_b)
         call.offer_b, body = call.b.origin.anchor_wire(restricted, address=self.address, port=port_b,
@@ -927,12 +934,11 @@ class B2BUA:
         ) or (config is None and not bindings):
             self.stats["refused"] += 1
             return None
-        port_a, port_b = self.ports.allocate(now), self.ports.allocate(now)
-        if port_a is None or port_b is None:
-            self.ports.release(port_a, now)
-            self.ports.release(port_b, now)
+        ports = self.ports.allocate_pair(now)
+        if ports is None:
             self.stats["refused"] += 1
             return None
+        port_a, port_b = ports
         codecs = [c for c in ((config.codecs if config is not None else None) or self.config.media.codecs)
                   if c.lower() in ("pcmu", "pcma", "telephone-event")] or ["PCMU", "telephone-event"]
         a = Leg(None, port_a)
@@ -1104,12 +1110,11 @@ class B2BUA:
         except ProtocolError as exc:
             self._reject_new(call, now, exc.status if exc.status != 400 else 488, exc.reason, REJECTED)
             return
-        port_a, port_b = self.ports.allocate(now), self.ports.allocate(now)
-        if port_a is None or port_b is None:
-            self.ports.release(port_a, now)
-            self.ports.release(port_b, now)
+        ports = self.ports.allocate_pair(now)
+        if ports is None:
             self._refuse(call, now, 503, "No Media Ports")
             return
+        port_a, port_b = ports
         wanted = [voice] + (["telephone-event"] if "telephone-event" in supported else [])
         if msg.body:
             sd = call.a.origin.answer(offer, wanted, address=self.address, port=port_a)
