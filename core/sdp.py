@@ -105,9 +105,13 @@ _ICE_ATTRIBUTES = frozenset(
 _SESSION_RANK = {"v": 0, "o": 1, "s": 2, "i": 3, "u": 4, "e": 5, "p": 6, "c": 7, "b": 8, "t": 9, "r": 9,
                  "z": 10, "k": 11, "a": 12}
 _MEDIA_RANK = {"m": 0, "i": 1, "c": 2, "b": 3, "k": 4, "a": 5}
-# Their ``get``, bound once (a compiled module would otherwise look the method up at each call).
+# Their ``get``, bound once (a compiled module would otherwise look the method up at each call), and
+# the ranks every description asks for.
 _session_rank = _SESSION_RANK.get
 _media_rank = _MEDIA_RANK.get
+_SESSION_C_RANK = _SESSION_RANK["c"]
+_SESSION_T_RANK = _SESSION_RANK["t"]
+_MEDIA_C_RANK = _MEDIA_RANK["c"]
 
 
 class OfferAnswerError(RemoteProtocolError):
@@ -220,6 +224,16 @@ def _is_unspecified(address: str) -> bool:
 
 def _addrtype(address: str) -> str:
     return "IP6" if ":" in address else "IP4"
+
+
+# The o= and c= lines of a description, written from the fields (not through ``__str__``, a method
+# call more on the way every description is written).
+def _o_line(o: Origin) -> str:
+    return f"o={o.username} {o.sess_id} {o.sess_version} {o.nettype} {o.addrtype} {o.address}"
+
+
+def _c_line(conn: Connection) -> str:
+    return f"c={conn.nettype} {conn.addrtype} {conn.address}"
 
 
 def _add_attribute_lines(out: list[str], attributes: list[tuple[str, str | None]]) -> None:
@@ -421,11 +435,11 @@ class MediaDescription(_Attributes):
         if not other_lines:  # the usual section: m=, perhaps c=, attributes; already in order
             out.append(self.m_line())
             if conn is not None:
-                out.append(f"c={conn.nettype} {conn.addrtype} {conn.address}")
+                out.append(_c_line(conn))
         else:
             ranked: list[tuple[int, str]] = [(0, self.m_line())]
             if conn is not None:
-                ranked.append((2, f"c={conn.nettype} {conn.addrtype} {conn.address}"))  # _MEDIA_RANK["c"]
+                ranked.append((_MEDIA_C_RANK, _c_line(conn)))
             for kind, value in other_lines:
                 ranked.append((_media_rank(kind, 5), f"{kind}={value}"))
             out += _in_rank_order(ranked)
@@ -636,22 +650,19 @@ class SessionDescription(_Attributes):
         conn = level.connection
         other_lines = self.other_lines
         if _after_connection_in_order(other_lines):  # as parsed from a well-formed description
-            out = [f"v={self.version}",
-                   f"o={o.username} {o.sess_id} {o.sess_version} {o.nettype} {o.addrtype} {o.address}"]
+            out = [f"v={self.version}", _o_line(o)]
             if self.name is not None:
                 out.append(f"s={self.name}")
             if conn is not None:
-                out.append(f"c={conn.nettype} {conn.addrtype} {conn.address}")
+                out.append(_c_line(conn))
             for kind, value in other_lines:
                 out.append(f"{kind}={value}")
         else:
-            ranked: list[tuple[int, str]] = [
-                (0, f"v={self.version}"),
-                (1, f"o={o.username} {o.sess_id} {o.sess_version} {o.nettype} {o.addrtype} {o.address}")]
+            ranked: list[tuple[int, str]] = [(0, f"v={self.version}"), (1, _o_line(o))]
             if self.name is not None:
                 ranked.append((2, f"s={self.name}"))
             if conn is not None:
-                ranked.append((7, f"c={conn.nettype} {conn.addrtype} {conn.address}"))  # _SESSION_RANK["c"]
+                ranked.append((_SESSION_C_RANK, _c_line(conn)))
             for kind, value in other_lines:
                 ranked.append((_session_rank(kind, 11), f"{kind}={value}"))
             out = _in_rank_order(ranked)
@@ -690,10 +701,10 @@ class SessionDescription(_Attributes):
 def _after_connection_in_order(other_lines: list[tuple[str, str]]) -> bool:
     """Whether session-level ``other_lines`` all rank after c= and are in rank order (the usual
     t= alone, or b= then t=): v=, o=, s=, c= and they are then in order as they stand."""
-    last = 7  # _SESSION_RANK["c"]
+    last = _SESSION_C_RANK
     for kind, _ in other_lines:
-        if kind == "t":  # the usual one, rank 9
-            rank = 9
+        if kind == "t":  # the usual one
+            rank = _SESSION_T_RANK
         else:
             rank = _session_rank(kind, 11)
         if rank < last:
@@ -1064,13 +1075,11 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
     if ports is not None and len(ports) != len(sd.media):
         raise ValueError(f"ports has {len(ports)} entries for {len(sd.media)} m= lines")
     out = sd if in_place else sd.copy()
-    addrtype = "IP6" if ":" in address else "IP4"
+    addrtype = _addrtype(address)
     out.origin = Origin(ORIGIN_USERNAME, str(session_id), str(version), "IN", addrtype, address)
     level = out._level
-    conn = level.connection
-    if conn is not None:
-        if not _is_unspecified(conn.address):
-            level.connection = Connection("IN", addrtype, address)
+    if level.connection is not None:
+        level.connection = _anchored(level.connection, addrtype, address)
     elif not out.media or any(m.connection is None for m in out.media):
         level.connection = Connection("IN", addrtype, address)
     # The lists are rebuilt only when something in them goes: usually nothing does.
@@ -1080,9 +1089,8 @@ def anchor(sd: SessionDescription, *, address: str, port: int, session_id: int, 
             break
     audio_anchored = False  # whether the first active audio stream has had ``port``
     for index, m in enumerate(out.media):
-        conn = m.connection
-        if conn is not None and not _is_unspecified(conn.address):
-            m.connection = Connection("IN", addrtype, address)
+        if m.connection is not None:
+            m.connection = _anchored(m.connection, addrtype, address)
         if m.other_lines:
             m.other_lines = untrack([
                 (k, str(_anchored(_parse_connection(v), addrtype, address))) if k == "c" else (k, v)
