@@ -199,9 +199,7 @@ class Connection:
     @property
     def host(self) -> str:
         """The address without a multicast ``/ttl`` or ``/count`` suffix."""
-        address = self.address
-        slash = address.find("/")
-        return address if slash < 0 else address[:slash]
+        return _host_of(self.address)
 
     @property
     def is_unspecified(self) -> bool:
@@ -216,10 +214,13 @@ class Connection:
 
 def _is_unspecified(address: str) -> bool:
     """Whether a c= address (perhaps with a multicast suffix) is ``0.0.0.0`` or ``::``."""
-    if address == "0.0.0.0" or address == "::":
-        return True
+    return _host_of(address) in ("0.0.0.0", "::")
+
+
+def _host_of(address: str) -> str:
+    """A c= address without its multicast ``/ttl`` or ``/count`` suffix."""
     slash = address.find("/")
-    return slash >= 0 and address[:slash] in ("0.0.0.0", "::")
+    return address if slash < 0 else address[:slash]
 
 
 def _addrtype(address: str) -> str:
@@ -332,8 +333,7 @@ class MediaDescription(_Attributes):
         return list(self._codec_table().codecs)
 
     def _codec_table(self) -> "_CodecTable":
-        proto = self.proto
-        if "RTP/" not in proto and "RTP/" not in proto.upper():
+        if not self.is_rtp:
             return _NO_CODECS
         return _codec_table(self.formats, self.attributes)
 
@@ -386,9 +386,7 @@ class MediaDescription(_Attributes):
             conn = self.session.connection
         if conn is None:
             raise RemoteProtocolError(f"SDP m={self.media} has no c= line", 400)
-        address = conn.address
-        slash = address.find("/")  # a multicast /ttl or /count is not part of the host
-        return (address if slash < 0 else address[:slash]), self.port
+        return _host_of(conn.address), self.port
 
     def rtcp_address(self) -> tuple[str, int]:
         """Where RTCP goes: a=rtcp (RFC 3605) when present, else the RTP port + 1 (RFC 3550 §11)."""
